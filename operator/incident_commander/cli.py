@@ -1,0 +1,55 @@
+"""The ``incident-commander`` console script."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import kopf
+
+from incident_commander import __version__
+from incident_commander.config import OperatorConfig, config_from_args
+from incident_commander.metrics import OperatorMetrics
+from incident_commander.operator_app import build_registry
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(config: OperatorConfig) -> None:
+    """kopf's own formatters: JSON with the object reference under ``k8s``, or plain text."""
+    kopf.configure(
+        log_format=kopf.LogFormat.JSON if config.log_format == "json" else kopf.LogFormat.FULL,
+        log_refkey="k8s",
+    )
+    logging.getLogger().setLevel(config.log_level)
+    # aiohttp and the kubernetes client log request details at DEBUG/INFO that are noise here.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+async def run_operator(config: OperatorConfig) -> None:
+    """Run until SIGINT/SIGTERM (kopf installs the signal handlers)."""
+    registry = build_registry(config, OperatorMetrics())
+    await kopf.operator(
+        registry=registry,
+        clusterwide=config.all_namespaces,
+        namespaces=list(config.namespaces),
+        liveness_endpoint=config.liveness_endpoint or None,
+        standalone=config.peering_name is None,
+        peering_name=config.peering_name,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``incident-commander``."""
+    config = config_from_args(argv)
+    configure_logging(config)
+    scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespaces)
+    logger.info("incident-commander %s starting; watching %s", __version__, scope)
+    asyncio.run(run_operator(config))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

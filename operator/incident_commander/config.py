@@ -1,0 +1,122 @@
+"""The operator's configuration: one typed object built once at startup.
+
+Values come from command-line flags, which fall back to ``IC_*`` environment
+variables (so the Helm chart can set them either way), which fall back to the
+defaults below. Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+LogFormat = Literal["json", "text"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorConfig:
+    """Settings of one operator process."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty together with ``all_namespaces`` means cluster-wide."""
+
+    all_namespaces: bool = True
+    """Watch every namespace (needs cluster-wide RBAC)."""
+
+    metrics_port: int = 9090
+    """Port of the Prometheus ``/metrics`` endpoint; 0 disables it."""
+
+    api_port: int = 8443
+    """Port of the operator's HTTP API; 0 disables it."""
+
+    bind_address: str = "0.0.0.0"  # noqa: S104 - a pod must listen beyond loopback; tests pass 127.0.0.1
+    """Address the metrics and API servers listen on."""
+
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    """kopf's liveness endpoint, probed by the kubelet."""
+
+    log_format: LogFormat = "json"
+    """json for log collectors, text for humans."""
+
+    log_level: str = "INFO"
+    """Root log level."""
+
+    peering_name: str | None = None
+    """kopf peering object for running several replicas; None runs standalone."""
+
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    """Origins allowed to call the API from a browser; empty denies all."""
+
+
+def _env(environ: Mapping[str, str], name: str, default: str) -> str:
+    return environ.get(f"IC_{name}", default)
+
+
+def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    """The ``incident-commander`` command line; defaults come from ``IC_*`` variables."""
+    env = os.environ if environ is None else environ
+    defaults = OperatorConfig()
+    parser = argparse.ArgumentParser(prog="incident-commander", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        dest="namespaces",
+        default=[n for n in _env(env, "NAMESPACES", "").split(",") if n],
+        help="watch this namespace (repeatable; env IC_NAMESPACES, comma-separated)",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
+    )
+    run.add_argument(
+        "--metrics-port", type=int, default=int(_env(env, "METRICS_PORT", str(defaults.metrics_port)))
+    )
+    run.add_argument("--api-port", type=int, default=int(_env(env, "API_PORT", str(defaults.api_port))))
+    run.add_argument("--bind-address", default=_env(env, "BIND_ADDRESS", defaults.bind_address))
+    run.add_argument(
+        "--liveness",
+        dest="liveness_endpoint",
+        default=_env(env, "LIVENESS_ENDPOINT", defaults.liveness_endpoint),
+        help="kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz",
+    )
+    run.add_argument(
+        "--log-format", choices=["json", "text"], default=_env(env, "LOG_FORMAT", defaults.log_format)
+    )
+    run.add_argument("--log-level", default=_env(env, "LOG_LEVEL", defaults.log_level))
+    run.add_argument(
+        "--peering",
+        dest="peering_name",
+        default=_env(env, "PEERING", "") or None,
+        help="kopf peering name for several replicas (needs the peering CRDs); standalone if unset",
+    )
+    run.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        default=[o for o in _env(env, "CORS_ORIGINS", "").split(",") if o],
+    )
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+    """Parse flags (and ``IC_*`` variables) into an OperatorConfig."""
+    args = build_parser(environ).parse_args(argv)
+    namespaces = tuple(args.namespaces or ())
+    return OperatorConfig(
+        namespaces=() if args.all_namespaces else namespaces,
+        all_namespaces=args.all_namespaces or not namespaces,
+        metrics_port=args.metrics_port,
+        api_port=args.api_port,
+        bind_address=args.bind_address,
+        liveness_endpoint=args.liveness_endpoint,
+        log_format=args.log_format,
+        log_level=args.log_level.upper(),
+        peering_name=args.peering_name,
+        cors_origins=tuple(args.cors_origins),
+    )

@@ -1,0 +1,68 @@
+"""Assembles one operator: kopf settings, the kinds' handlers and the HTTP servers.
+
+Everything is registered on an explicit ``kopf.OperatorRegistry`` built here, not
+on kopf's global default registry, so building an operator has no import-time
+side effects and tests can run one in-process if they want.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from incident_commander import API_GROUP
+from incident_commander.config import OperatorConfig
+from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
+from incident_commander.kinds.reconciliation import KindContext
+from incident_commander.metrics import OperatorMetrics
+from incident_commander.servers import HttpServers
+
+logger = logging.getLogger(__name__)
+
+FINALIZER = f"{API_GROUP}/finalizer"
+
+
+def apply_settings(settings: kopf.OperatorSettings) -> None:
+    """Our own finalizer and annotation prefix, and Events only for what we post ourselves.
+
+    kopf mirrors handler log lines into Events by default; we post Events on
+    condition transitions instead, so routine reconciliations create none.
+    """
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+
+
+def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
+    """A registry with every handler of this operator."""
+    registry = kopf.OperatorRegistry()
+    servers = HttpServers(config=config, metrics=metrics)
+    ctx = KindContext(metrics=metrics)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        apply_settings(settings)
+        await servers.start()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A private registry has none of kopf's implicit login handlers: in-cluster
+        # service account first, then $KUBECONFIG or ~/.kube/config.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        return info or kopf.login_with_kubeconfig(**kwargs)
+
+    @kopf.on.cleanup(registry=registry)
+    async def shutdown(**_: Any) -> None:
+        await servers.stop()
+
+    for kind_module in (awsconnection, budgetpolicy, incidentpolicy):
+        kind_module.register(registry, ctx)
+    return registry

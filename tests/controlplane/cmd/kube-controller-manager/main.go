@@ -1,0 +1,19 @@
+// Command kube-controller-manager is the unmodified upstream controller manager.
+// The test control plane runs only the controllers that an operator relies on
+// without a kubelet: namespace deletion, garbage collection of owned objects and
+// service-account tokens.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"
+	_ "k8s.io/component-base/metrics/prometheus/clientgo"
+	_ "k8s.io/component-base/metrics/prometheus/version"
+	"k8s.io/kubernetes/cmd/kube-controller-manager/app"
+)
+
+func main() {
+	os.Exit(cli.Run(app.NewControllerManagerCommand()))
+}

@@ -1,0 +1,372 @@
+"""A real, kubelet-less Kubernetes control plane on 127.0.0.1 for tests and the demo.
+
+The envtest approach: upstream etcd, kube-apiserver and kube-controller-manager
+(built by ``build.sh`` from pinned modules) run as child processes on free
+loopback ports, with generated certificates, RBAC authorization and a
+service-account token signer. Nothing is faked: what the apiserver admits here
+it admits on a cluster.
+
+Run ``python -m tests.controlplane.localcluster --kubeconfig PATH`` to keep one
+up until Ctrl-C (``make demo`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+HERE = Path(__file__).resolve().parent
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on loopback."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def build_binaries() -> Path:
+    """Build (or reuse from the cache) the control-plane binaries; return their directory."""
+    env = dict(os.environ, PYTHON=sys.executable)
+    out = subprocess.run(
+        ["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True, env=env
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class _Pki:
+    """Certificates of one control plane, written as PEM files into ``directory``."""
+
+    directory: Path
+
+    def __post_init__(self) -> None:
+        self.ca_key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "incident-commander-test-ca")])
+        self.ca_cert = (
+            self._builder(name, name, self.ca_key.public_key())
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        self.write_cert("ca", self.ca_cert, self.ca_key)
+
+    @staticmethod
+    def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+        now = dt.datetime.now(dt.UTC)
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=7))
+        )
+
+    def issue(self, stem: str, *, common_name: str, organization: str | None = None, server: bool = False) -> None:
+        """A leaf certificate for a client identity (CN/O map to user/group) or for the apiserver."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+        if organization:
+            attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+        builder = self._builder(x509.Name(attrs), self.ca_cert.subject, key.public_key())
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes"),
+                        x509.DNSName("kubernetes.default"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
+                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            ).add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False
+            )
+        self.write_cert(stem, builder.sign(self.ca_key, hashes.SHA256()), key)
+
+    def write_cert(self, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> None:
+        (self.directory / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path = self.directory / f"{stem}.key"
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        key_path.chmod(0o600)
+
+    def service_account_keys(self) -> None:
+        """The key pair the apiserver signs (and verifies) service-account tokens with."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (self.directory / "sa.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        (self.directory / "sa.pub").write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+
+    def path(self, name: str) -> str:
+        return str(self.directory / name)
+
+
+def _kubeconfig(server: str, pki: _Pki, user: str) -> str:
+    return f"""apiVersion: v1
+kind: Config
+clusters:
+- name: local
+  cluster:
+    server: {server}
+    certificate-authority: {pki.path("ca.crt")}
+users:
+- name: {user}
+  user:
+    client-certificate: {pki.path(user + ".crt")}
+    client-key: {pki.path(user + ".key")}
+contexts:
+- name: local
+  context:
+    cluster: local
+    user: {user}
+current-context: local
+"""
+
+
+@dataclass
+class LocalControlPlane:
+    """etcd + kube-apiserver + kube-controller-manager as child processes.
+
+    Use as a context manager, or call ``start()``/``stop()``. ``kubeconfig`` is an
+    admin (system:masters) kubeconfig; ``bin_dir`` also holds kubectl and helm.
+    """
+
+    bin_dir: Path
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ic-controlplane-")))
+    start_controller_manager: bool = True
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "admin.kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://{LOOPBACK}:{self.apiserver_port}"
+
+    def log(self, component: str) -> Path:
+        return self.workdir / f"{component}.log"
+
+    def __enter__(self) -> LocalControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 90.0) -> None:
+        try:
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> None:
+        pki_dir = self.workdir / "pki"
+        pki_dir.mkdir(parents=True, exist_ok=True)
+        self.pki = _Pki(pki_dir)
+        self.pki.issue("apiserver", common_name="kube-apiserver", server=True)
+        self.pki.issue("admin", common_name="admin", organization="system:masters")
+        self.pki.issue("controller-manager", common_name="system:kube-controller-manager")
+        self.pki.service_account_keys()
+
+        self.etcd_port = free_port()
+        self.apiserver_port = free_port()
+        etcd_peer_port = free_port()
+        self._spawn(
+            "etcd",
+            [
+                "--name=default",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://{LOOPBACK}:{self.etcd_port}",
+                f"--advertise-client-urls=http://{LOOPBACK}:{self.etcd_port}",
+                f"--listen-peer-urls=http://{LOOPBACK}:{etcd_peer_port}",
+                f"--initial-advertise-peer-urls=http://{LOOPBACK}:{etcd_peer_port}",
+                f"--initial-cluster=default=http://{LOOPBACK}:{etcd_peer_port}",
+                "--listen-metrics-urls=",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+        )
+        self._wait(
+            "etcd", lambda: _http_ok(f"http://{LOOPBACK}:{self.etcd_port}/health"), timeout=timeout
+        )
+
+        self._spawn(
+            "kube-apiserver",
+            [
+                f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
+                f"--bind-address={LOOPBACK}",
+                f"--advertise-address={LOOPBACK}",
+                f"--secure-port={self.apiserver_port}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={self.pki.path('apiserver.crt')}",
+                f"--tls-private-key-file={self.pki.path('apiserver.key')}",
+                f"--client-ca-file={self.pki.path('ca.crt')}",
+                "--authorization-mode=RBAC",
+                f"--service-account-key-file={self.pki.path('sa.pub')}",
+                f"--service-account-signing-key-file={self.pki.path('sa.key')}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--allow-privileged=true",
+                "--enable-priority-and-fairness=false",
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+                "--v=0",
+            ],
+        )
+        self.kubeconfig.write_text(_kubeconfig(self.server, self.pki, "admin"))
+        self._wait("kube-apiserver", self._apiserver_ready, timeout=timeout)
+
+        if self.start_controller_manager:
+            cm_kubeconfig = self.workdir / "controller-manager.kubeconfig"
+            cm_kubeconfig.write_text(_kubeconfig(self.server, self.pki, "controller-manager"))
+            self._spawn(
+                "kube-controller-manager",
+                [
+                    f"--kubeconfig={cm_kubeconfig}",
+                    "--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,"
+                    "root-ca-cert-publisher",
+                    f"--service-account-private-key-file={self.pki.path('sa.key')}",
+                    f"--root-ca-file={self.pki.path('ca.crt')}",
+                    "--leader-elect=false",
+                    "--secure-port=0",
+                    "--concurrent-gc-syncs=5",
+                    "--v=0",
+                ],
+            )
+
+    def _spawn(self, component: str, args: list[str]) -> None:
+        log = self.log(component).open("ab")
+        self.processes[component] = subprocess.Popen(
+            [str(self.bin_dir / component), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+
+    def _wait(self, component: str, ready: object, *, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        process = self.processes[component]
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{component} exited with {process.returncode}:\n{_tail(self.log(component))}"
+                )
+            if callable(ready) and ready():
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"{component} not ready after {timeout}s:\n{_tail(self.log(component))}")
+
+    def _apiserver_ready(self) -> bool:
+        context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))
+        context.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
+        return _http_ok(f"{self.server}/readyz", context=context)
+
+    def stop(self) -> None:
+        """Stop every child (SIGTERM, then SIGKILL after 10 s); remove the work directory."""
+        for component in reversed(list(self.processes)):
+            process = self.processes.pop(component)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+        if os.environ.get("IC_KEEP_CONTROLPLANE_DIR") != "1":
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 - loopback URL we built
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run a local control plane until interrupted.")
+    parser.add_argument("--kubeconfig", required=True, help="where to copy the admin kubeconfig")
+    parser.add_argument("--ready-file", help="touched once the control plane is ready")
+    args = parser.parse_args()
+    stop = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with LocalControlPlane(bin_dir=build_binaries()) as plane:
+        shutil.copy(plane.kubeconfig, args.kubeconfig)
+        print(f"control plane ready at {plane.server}; kubeconfig {args.kubeconfig}", flush=True)
+        if args.ready_file:
+            Path(args.ready_file).touch()
+        while not stop:
+            time.sleep(0.5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+"""The real operator process against the real apiserver: every kind reaches Ready for its
+current generation, follows edits, and leaves the status alone when nothing changed."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import EXAMPLES
+from tests.support.endpoints import OperatorProcess
+from tests.support.kube import Kube, condition, wait_for_condition
+
+pytestmark = pytest.mark.integration
+
+OBJECTS = [
+    ("awsconnection", "emulator"),
+    ("budgetpolicy", "platform-monthly"),
+    ("incidentpolicy", "production"),
+]
+
+
+def test_each_kind_becomes_ready_for_its_generation_also_after_an_edit(
+    crds: Kube, operator: OperatorProcess, namespace: str
+) -> None:
+    crds.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES))
+    for kind, name in OBJECTS:
+        obj = wait_for_condition(crds, kind, namespace, name, "Ready", "True", logs=operator.logs)
+        assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 1
+        ready = condition(obj, "Ready")
+        assert ready is not None and ready["reason"] == "Reconciled" and ready["observedGeneration"] == 1
+
+    crds.kubectl("patch", "awsconnection", "emulator", "-n", namespace, "--type=merge",
+                 "-p", '{"spec":{"region":"eu-west-1"}}')
+    crds.kubectl("patch", "budgetpolicy", "platform-monthly", "-n", namespace, "--type=merge",
+                 "-p", '{"spec":{"limit":{"amount":"3000"}}}')
+    crds.kubectl("patch", "incidentpolicy", "production", "-n", namespace, "--type=merge",
+                 "-p", '{"spec":{"sampling":{"detectionRate":0.5}}}')
+    for kind, name in OBJECTS:
+        obj = wait_for_condition(crds, kind, namespace, name, "Ready", "True", logs=operator.logs)
+        assert obj["metadata"]["generation"] == 2
+        assert obj["status"]["observedGeneration"] == 2
+    assert "eu-west-1" in condition(crds.get("awsconnection", namespace, "emulator"), "Ready")["message"]  # type: ignore[index]
+    assert crds.get("incidentpolicy", namespace, "production")["status"]["effectiveSamplingRate"] == 0.5
+
+
+def test_ready_transition_posts_one_event_and_status_stays_put(
+    crds: Kube, operator: OperatorProcess, namespace: str
+) -> None:
+    crds.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "awsconnection.yaml"))
+    obj = wait_for_condition(crds, "awsconnection", namespace, "emulator", logs=operator.logs)
+    settled_version = obj["metadata"]["resourceVersion"]
+    time.sleep(3)
+    again = crds.get("awsconnection", namespace, "emulator")
+    assert again["metadata"]["resourceVersion"] == settled_version, "object was written while nothing changed"
+    events = crds.kubectl(
+        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=emulator",
+        "-o", "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
+    ).stdout.split()
+    assert events == ["Reconciled"], events
+
+
+def test_operator_restart_resumes_without_rewriting_status(
+    crds: Kube, operator: OperatorProcess, namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    crds.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "budgetpolicy.yaml"))
+    obj = wait_for_condition(crds, "budgetpolicy", namespace, "platform-monthly", logs=operator.logs)
+    transition = condition(obj, "Ready")["lastTransitionTime"]  # type: ignore[index]
+    second = OperatorProcess.start(crds, tmp_path_factory.mktemp("second-operator"),
+                                   extra_args=("--namespace", namespace))
+    try:
+        time.sleep(3)
+        after = crds.get("budgetpolicy", namespace, "platform-monthly")
+        assert condition(after, "Ready")["lastTransitionTime"] == transition  # type: ignore[index]
+        assert "Traceback" not in second.process.log_text()
+    finally:
+        assert second.stop() == 0

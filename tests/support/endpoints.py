@@ -1,0 +1,86 @@
+"""The operator and the AWS emulator as real processes on loopback, as tests use them."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.controlplane.localcluster import free_port
+from tests.support.kube import Kube
+from tests.support.processes import ManagedProcess, http_ok
+
+
+@dataclass
+class MotoServer:
+    """moto in server mode: a real HTTP AWS endpoint, reached the way LocalStack is on kind."""
+
+    process: ManagedProcess
+    url: str
+
+    @classmethod
+    def start(cls, log_dir: Path) -> MotoServer:
+        port = free_port()
+        process = ManagedProcess(
+            "moto",
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            log_path=log_dir / "moto.log",
+            env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"},
+        )
+        process.start()
+        url = f"http://127.0.0.1:{port}"
+        process.wait_until(lambda: http_ok(f"{url}/moto-api/data.json"), timeout=60)
+        return cls(process=process, url=url)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@dataclass
+class OperatorProcess:
+    """``incident-commander run`` as a subprocess, the way the container runs it."""
+
+    process: ManagedProcess
+    liveness_url: str
+    metrics_url: str
+    api_url: str
+
+    @classmethod
+    def start(cls, kube: Kube, log_dir: Path, *, extra_args: tuple[str, ...] = ("--all-namespaces",)) -> OperatorProcess:
+        liveness, metrics, api = free_port(), free_port(), free_port()
+        script = Path(sys.executable).parent / "incident-commander"
+        env = {
+            **kube.env,
+            # The default chain must never reach real AWS from a test.
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        process = ManagedProcess(
+            "operator",
+            [
+                str(script),
+                "run",
+                *extra_args,
+                "--bind-address=127.0.0.1",
+                f"--liveness=http://127.0.0.1:{liveness}/healthz",
+                f"--metrics-port={metrics}",
+                f"--api-port={api}",
+                "--log-format=json",
+            ],
+            log_path=log_dir / "operator.log",
+            env=env,
+        )
+        process.start()
+        handle = cls(
+            process=process,
+            liveness_url=f"http://127.0.0.1:{liveness}/healthz",
+            metrics_url=f"http://127.0.0.1:{metrics}/metrics",
+            api_url=f"http://127.0.0.1:{api}",
+        )
+        process.wait_until(lambda: http_ok(handle.liveness_url), timeout=60)
+        return handle
+
+    def logs(self) -> str:
+        return self.process.log_tail(80)
+
+    def stop(self) -> int | None:
+        return self.process.stop()
