@@ -47,8 +47,10 @@ def merge_conditions(
     seen: set[str] = set()
     for cond in desired:
         previous = by_type.get(cond.type)
-        if previous is not None and previous.get("status") == cond.status and previous.get(
-            "lastTransitionTime"
+        if (
+            previous is not None
+            and previous.get("status") == cond.status
+            and previous.get("lastTransitionTime")
         ):
             transition = str(previous["lastTransitionTime"])
         else:

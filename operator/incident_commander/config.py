@@ -104,7 +104,9 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> OperatorConfig:
+def config_from_args(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> OperatorConfig:
     """Parse flags (and ``IC_*`` variables) into an OperatorConfig."""
     args = build_parser(environ).parse_args(argv)
     namespaces = tuple(args.namespaces or ())

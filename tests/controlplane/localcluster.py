@@ -84,7 +84,9 @@ class _Pki:
         self.write_cert("ca", self.ca_cert, self.ca_key)
 
     @staticmethod
-    def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey) -> x509.CertificateBuilder:
+    def _builder(
+        subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey
+    ) -> x509.CertificateBuilder:
         now = dt.datetime.now(dt.UTC)
         return (
             x509.CertificateBuilder()
@@ -96,7 +98,9 @@ class _Pki:
             .not_valid_after(now + dt.timedelta(days=7))
         )
 
-    def issue(self, stem: str, *, common_name: str, organization: str | None = None, server: bool = False) -> None:
+    def issue(
+        self, stem: str, *, common_name: str, organization: str | None = None, server: bool = False
+    ) -> None:
         """A leaf certificate for a client identity (CN/O map to user/group) or for the apiserver."""
         key = ec.generate_private_key(ec.SECP256R1())
         attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
@@ -238,9 +242,7 @@ class LocalControlPlane:
                 "--log-level=warn",
             ],
         )
-        self._wait(
-            "etcd", lambda: _http_ok(f"http://{LOOPBACK}:{self.etcd_port}/health"), timeout=timeout
-        )
+        self._wait("etcd", lambda: _http_ok(f"http://{LOOPBACK}:{self.etcd_port}/health"), timeout=timeout)
 
         self._spawn(
             "kube-apiserver",

@@ -31,33 +31,77 @@ def _aws_role(**assume: Any) -> dict[str, Any]:
 
 
 INVALID_ON_CREATE = [
-    Invalid("aws-missing-region", without(aws_connection(), "spec", "region"), "spec.region", "Required value"),
+    Invalid(
+        "aws-missing-region", without(aws_connection(), "spec", "region"), "spec.region", "Required value"
+    ),
     Invalid("aws-bad-region", aws_connection(region="EU_WEST"), "spec.region", "should match"),
-    Invalid("aws-endpoint-not-http", aws_connection(endpointUrl="ftp://moto:5000"), "spec.endpointUrl", "should match"),
-    Invalid("aws-unknown-service", aws_connection(services=["sts", "ec2"]), "spec.services[1]", "Unsupported value"),
-    Invalid("aws-duplicate-service", aws_connection(services=["sts", "sts"]), "spec.services[1]", "Duplicate value"),
-    Invalid("aws-retry-mode", aws_connection(retry={"mode": "aggressive"}), "spec.retry.mode", "Unsupported value"),
-    Invalid("aws-retry-attempts", aws_connection(retry={"maxAttempts": 0}), "spec.retry.maxAttempts", "greater than or equal to 1"),
+    Invalid(
+        "aws-endpoint-not-http",
+        aws_connection(endpointUrl="ftp://moto:5000"),
+        "spec.endpointUrl",
+        "should match",
+    ),
+    Invalid(
+        "aws-unknown-service",
+        aws_connection(services=["sts", "ec2"]),
+        "spec.services[1]",
+        "Unsupported value",
+    ),
+    Invalid(
+        "aws-duplicate-service",
+        aws_connection(services=["sts", "sts"]),
+        "spec.services[1]",
+        "Duplicate value",
+    ),
+    Invalid(
+        "aws-retry-mode", aws_connection(retry={"mode": "aggressive"}), "spec.retry.mode", "Unsupported value"
+    ),
+    Invalid(
+        "aws-retry-attempts",
+        aws_connection(retry={"maxAttempts": 0}),
+        "spec.retry.maxAttempts",
+        "greater than or equal to 1",
+    ),
     Invalid(
         "aws-base-over-max-delay",
         aws_connection(retry={"baseDelay": "30s", "maxDelay": "5s"}),
         "spec.retry.baseDelay",
         "must not exceed retry.maxDelay",
     ),
-    Invalid("aws-probe-too-often", aws_connection(probeInterval="1s"), "spec.probeInterval", "between 5s and 24h"),
-    Invalid("aws-probe-not-duration", aws_connection(probeInterval="soon"), "spec.probeInterval", "should match"),
-    Invalid("aws-role-arn", _aws_role(roleArn="not-an-arn"), "spec.credentials.assumeRole.roleArn", "should match"),
     Invalid(
-        "aws-role-duration", _aws_role(durationSeconds=60), "spec.credentials.assumeRole.durationSeconds",
+        "aws-probe-too-often", aws_connection(probeInterval="1s"), "spec.probeInterval", "between 5s and 24h"
+    ),
+    Invalid(
+        "aws-probe-not-duration", aws_connection(probeInterval="soon"), "spec.probeInterval", "should match"
+    ),
+    Invalid(
+        "aws-role-arn", _aws_role(roleArn="not-an-arn"), "spec.credentials.assumeRole.roleArn", "should match"
+    ),
+    Invalid(
+        "aws-role-duration",
+        _aws_role(durationSeconds=60),
+        "spec.credentials.assumeRole.durationSeconds",
         "greater than or equal to 900",
     ),
-    Invalid("aws-connect-timeout", aws_connection(timeouts={"connect": "10m"}), "spec.timeouts.connect", "between 100ms and 5m"),
+    Invalid(
+        "aws-connect-timeout",
+        aws_connection(timeouts={"connect": "10m"}),
+        "spec.timeouts.connect",
+        "between 100ms and 5m",
+    ),
     Invalid("budget-negative", budget_policy(limit={"amount": "-5"}), "spec.limit.amount", "should match"),
     Invalid("budget-zero", budget_policy(limit={"amount": "0.00"}), "spec.limit.amount", "greater than zero"),
-    Invalid("budget-currency", budget_policy(limit={"amount": "10", "currency": "EUR"}), "spec.limit.currency", "Unsupported value"),
+    Invalid(
+        "budget-currency",
+        budget_policy(limit={"amount": "10", "currency": "EUR"}),
+        "spec.limit.currency",
+        "Unsupported value",
+    ),
     Invalid(
         "budget-descending",
-        budget_policy(thresholds=[{"percent": 80, "action": "Downgrade"}, {"percent": 50, "action": "Notify"}]),
+        budget_policy(
+            thresholds=[{"percent": 80, "action": "Downgrade"}, {"percent": 50, "action": "Notify"}]
+        ),
         "spec.thresholds",
         "strictly ascending",
     ),
@@ -68,12 +112,24 @@ INVALID_ON_CREATE = [
         "strictly ascending",
     ),
     Invalid(
-        "budget-action", budget_policy(thresholds=[{"percent": 50, "action": "Panic"}]),
-        "spec.thresholds[0].action", "Unsupported value",
+        "budget-action",
+        budget_policy(thresholds=[{"percent": 50, "action": "Panic"}]),
+        "spec.thresholds[0].action",
+        "Unsupported value",
     ),
     Invalid("budget-period", budget_policy(period="Weekly"), "spec.period", "Unsupported value"),
-    Invalid("budget-no-connection", without(budget_policy(), "spec", "connectionRef"), "spec.connectionRef", "Required value"),
-    Invalid("budget-interval", budget_policy(evaluationInterval="1s"), "spec.evaluationInterval", "between 10s and 24h"),
+    Invalid(
+        "budget-no-connection",
+        without(budget_policy(), "spec", "connectionRef"),
+        "spec.connectionRef",
+        "Required value",
+    ),
+    Invalid(
+        "budget-interval",
+        budget_policy(evaluationInterval="1s"),
+        "spec.evaluationInterval",
+        "between 10s and 24h",
+    ),
     Invalid(
         "budget-duplicate-pricing",
         budget_policy(
@@ -97,24 +153,56 @@ INVALID_ON_CREATE = [
         "spec.sampling.minDetectionRate",
         "must not exceed sampling.detectionRate",
     ),
-    Invalid("policy-role", incident_policy(apiClients=[{"name": "a", "role": "root"}]), "spec.apiClients[0].role", "Unsupported value"),
+    Invalid(
+        "policy-role",
+        incident_policy(apiClients=[{"name": "a", "role": "root"}]),
+        "spec.apiClients[0].role",
+        "Unsupported value",
+    ),
     Invalid(
         "policy-grace-over-rotation",
-        incident_policy(apiClients=[{"name": "a", "role": "viewer", "rotationPeriod": "1h", "gracePeriod": "2h"}]),
+        incident_policy(
+            apiClients=[{"name": "a", "role": "viewer", "rotationPeriod": "1h", "gracePeriod": "2h"}]
+        ),
         "spec.apiClients[0].gracePeriod",
         "shorter than rotationPeriod",
     ),
-    Invalid("policy-client-name", incident_policy(apiClients=[{"name": "Agent_1", "role": "viewer"}]), "spec.apiClients[0].name", "should match"),
-    Invalid("policy-jwt-alg", incident_policy(auth={"jwt": {"algorithm": "HS256"}}), "spec.auth.jwt.algorithm", "Unsupported value"),
-    Invalid("policy-jwt-ttl", incident_policy(auth={"jwt": {"ttl": "48h"}}), "spec.auth.jwt.ttl", "between 30s and 24h"),
-    Invalid("policy-bucket", incident_policy(storage={"artifactBucket": "Bad_Bucket"}), "spec.storage.artifactBucket", "should match"),
+    Invalid(
+        "policy-client-name",
+        incident_policy(apiClients=[{"name": "Agent_1", "role": "viewer"}]),
+        "spec.apiClients[0].name",
+        "should match",
+    ),
+    Invalid(
+        "policy-jwt-alg",
+        incident_policy(auth={"jwt": {"algorithm": "HS256"}}),
+        "spec.auth.jwt.algorithm",
+        "Unsupported value",
+    ),
+    Invalid(
+        "policy-jwt-ttl",
+        incident_policy(auth={"jwt": {"ttl": "48h"}}),
+        "spec.auth.jwt.ttl",
+        "between 30s and 24h",
+    ),
+    Invalid(
+        "policy-bucket",
+        incident_policy(storage={"artifactBucket": "Bad_Bucket"}),
+        "spec.storage.artifactBucket",
+        "should match",
+    ),
     Invalid(
         "policy-severity-contradiction",
         incident_policy(severities=[{"name": "low", "autoRemediate": True, "requireApproval": True}]),
         "spec.severities[0]",
         "cannot both autoRemediate and requireApproval",
     ),
-    Invalid("policy-rate", incident_policy(auth={"rateLimit": {"requestsPerMinute": 0}}), "spec.auth.rateLimit.requestsPerMinute", "greater than or equal to 1"),
+    Invalid(
+        "policy-rate",
+        incident_policy(auth={"rateLimit": {"requestsPerMinute": 0}}),
+        "spec.auth.rateLimit.requestsPerMinute",
+        "greater than or equal to 1",
+    ),
 ]
 
 
@@ -171,10 +259,24 @@ def test_every_example_is_accepted(crds: Kube, namespace: str, path: Any) -> Non
 def test_category_lists_all_three_kinds_with_printer_columns(crds: Kube, namespace: str) -> None:
     crds.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES))
     listing = crds.kubectl("get", "incidentcommander", "-n", namespace).stdout
-    for header in ("READY", "REGION", "ACCOUNT", "PHASE", "UTILIZATION", "LIMIT", "CONNECTION", "BUDGET", "SAMPLING", "AGE"):
+    for header in (
+        "READY",
+        "REGION",
+        "ACCOUNT",
+        "PHASE",
+        "UTILIZATION",
+        "LIMIT",
+        "CONNECTION",
+        "BUDGET",
+        "SAMPLING",
+        "AGE",
+    ):
         assert header in listing, listing
-    for name in ("awsconnection.incidentcommander.io/emulator", "budgetpolicy.incidentcommander.io/platform-monthly",
-                 "incidentpolicy.incidentcommander.io/production"):
+    for name in (
+        "awsconnection.incidentcommander.io/emulator",
+        "budgetpolicy.incidentcommander.io/platform-monthly",
+        "incidentpolicy.incidentcommander.io/production",
+    ):
         assert name in listing, listing
     all_namespaces = crds.kubectl("get", "incidentcommander", "-A").stdout
     assert "NAMESPACE" in all_namespaces and namespace in all_namespaces

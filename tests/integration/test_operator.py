@@ -30,12 +30,36 @@ def test_each_kind_becomes_ready_for_its_generation_also_after_an_edit(
         ready = condition(obj, "Ready")
         assert ready is not None and ready["reason"] == "Reconciled" and ready["observedGeneration"] == 1
 
-    crds.kubectl("patch", "awsconnection", "emulator", "-n", namespace, "--type=merge",
-                 "-p", '{"spec":{"region":"eu-west-1"}}')
-    crds.kubectl("patch", "budgetpolicy", "platform-monthly", "-n", namespace, "--type=merge",
-                 "-p", '{"spec":{"limit":{"amount":"3000"}}}')
-    crds.kubectl("patch", "incidentpolicy", "production", "-n", namespace, "--type=merge",
-                 "-p", '{"spec":{"sampling":{"detectionRate":0.5}}}')
+    crds.kubectl(
+        "patch",
+        "awsconnection",
+        "emulator",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"region":"eu-west-1"}}',
+    )
+    crds.kubectl(
+        "patch",
+        "budgetpolicy",
+        "platform-monthly",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"limit":{"amount":"3000"}}}',
+    )
+    crds.kubectl(
+        "patch",
+        "incidentpolicy",
+        "production",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"sampling":{"detectionRate":0.5}}}',
+    )
     for kind, name in OBJECTS:
         obj = wait_for_condition(crds, kind, namespace, name, "Ready", "True", logs=operator.logs)
         assert obj["metadata"]["generation"] == 2
@@ -54,8 +78,14 @@ def test_ready_transition_posts_one_event_and_status_stays_put(
     again = crds.get("awsconnection", namespace, "emulator")
     assert again["metadata"]["resourceVersion"] == settled_version, "object was written while nothing changed"
     events = crds.kubectl(
-        "get", "events", "-n", namespace, "--field-selector", "involvedObject.name=emulator",
-        "-o", "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        "involvedObject.name=emulator",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
     ).stdout.split()
     assert events == ["Reconciled"], events
 
@@ -66,8 +96,9 @@ def test_operator_restart_resumes_without_rewriting_status(
     crds.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "budgetpolicy.yaml"))
     obj = wait_for_condition(crds, "budgetpolicy", namespace, "platform-monthly", logs=operator.logs)
     transition = condition(obj, "Ready")["lastTransitionTime"]  # type: ignore[index]
-    second = OperatorProcess.start(crds, tmp_path_factory.mktemp("second-operator"),
-                                   extra_args=("--namespace", namespace))
+    second = OperatorProcess.start(
+        crds, tmp_path_factory.mktemp("second-operator"), extra_args=("--namespace", namespace)
+    )
     try:
         time.sleep(3)
         after = crds.get("budgetpolicy", namespace, "platform-monthly")

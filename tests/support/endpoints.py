@@ -19,8 +19,8 @@ class MotoServer:
     url: str
 
     @classmethod
-    def start(cls, log_dir: Path) -> MotoServer:
-        port = free_port()
+    def start(cls, log_dir: Path, *, port: int | None = None) -> MotoServer:
+        port = port or free_port()
         process = ManagedProcess(
             "moto",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -46,7 +46,14 @@ class OperatorProcess:
     api_url: str
 
     @classmethod
-    def start(cls, kube: Kube, log_dir: Path, *, extra_args: tuple[str, ...] = ("--all-namespaces",)) -> OperatorProcess:
+    def start(
+        cls,
+        kube: Kube,
+        log_dir: Path,
+        *,
+        extra_args: tuple[str, ...] = ("--all-namespaces",),
+        log_format: str = "json",
+    ) -> OperatorProcess:
         liveness, metrics, api = free_port(), free_port(), free_port()
         script = Path(sys.executable).parent / "incident-commander"
         env = {
@@ -64,7 +71,7 @@ class OperatorProcess:
                 f"--liveness=http://127.0.0.1:{liveness}/healthz",
                 f"--metrics-port={metrics}",
                 f"--api-port={api}",
-                "--log-format=json",
+                f"--log-format={log_format}",
             ],
             log_path=log_dir / "operator.log",
             env=env,

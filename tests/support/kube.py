@@ -15,7 +15,11 @@ import yaml
 
 GROUP = "incidentcommander.io"
 VERSION = "v1alpha1"
-PLURALS = {"AwsConnection": "awsconnections", "BudgetPolicy": "budgetpolicies", "IncidentPolicy": "incidentpolicies"}
+PLURALS = {
+    "AwsConnection": "awsconnections",
+    "BudgetPolicy": "budgetpolicies",
+    "IncidentPolicy": "incidentpolicies",
+}
 
 
 @dataclass
@@ -42,7 +46,9 @@ class Kube:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
-    def apply(self, manifest: Mapping[str, Any] | str, namespace: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def apply(
+        self, manifest: Mapping[str, Any] | str, namespace: str, *, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         text = manifest if isinstance(manifest, str) else yaml.safe_dump(dict(manifest))
         return self.kubectl("apply", "-n", namespace, "-f", "-", input=text, check=check)
 

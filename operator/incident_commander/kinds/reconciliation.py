@@ -46,8 +46,10 @@ class KindContext:
     clock: Clock = system_clock
 
 
-def write_status(*, body: kopf.Body, patch: kopf.Patch, assessment: Assessment, ctx: KindContext) -> StatusPlan:
-    """Stage the status change on kopf's patch (nothing if unchanged) and post an Event per flipped condition."""
+def write_status(
+    *, body: kopf.Body, patch: kopf.Patch, assessment: Assessment, ctx: KindContext
+) -> StatusPlan:
+    """Stage the status change on kopf's patch (nothing if unchanged); post an Event per flip."""
     plan = plan_status(
         current=body.get("status"),
         generation=int(body.meta.get("generation") or 0),

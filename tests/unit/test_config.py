@@ -1,0 +1,33 @@
+import pytest
+
+from incident_commander.config import config_from_args
+
+
+def test_defaults_watch_all_namespaces_with_json_logs() -> None:
+    config = config_from_args(["run"], environ={})
+    assert config.all_namespaces and config.namespaces == ()
+    assert (config.metrics_port, config.api_port, config.log_format) == (9090, 8443, "json")
+    assert config.peering_name is None
+
+
+def test_namespaces_flag_narrows_the_scope() -> None:
+    config = config_from_args(["run", "-n", "a", "--namespace", "b"], environ={})
+    assert config.namespaces == ("a", "b") and not config.all_namespaces
+
+
+def test_environment_supplies_defaults_and_flags_win() -> None:
+    env = {"IC_NAMESPACES": "x,y", "IC_METRICS_PORT": "9999", "IC_LOG_FORMAT": "text"}
+    config = config_from_args(["run", "--metrics-port", "1234"], environ=env)
+    assert config.namespaces == ("x", "y")
+    assert config.metrics_port == 1234
+    assert config.log_format == "text"
+
+
+def test_all_namespaces_and_namespace_are_exclusive() -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(["run", "-A", "-n", "a"], environ={})
+
+
+def test_bad_log_format_is_refused() -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(["run", "--log-format", "xml"], environ={})
