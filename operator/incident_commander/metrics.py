@@ -6,9 +6,10 @@ so tests and benchmarks can build several operators in one interpreter.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from incident_commander import __version__
 
@@ -37,3 +38,23 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
+        self.aws_probe_duration = Histogram(
+            f"{PREFIX}_aws_probe_duration_seconds",
+            "Duration of one AWS service probe, retries included.",
+            ["namespace", "connection", "service"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.aws_service_up = Gauge(
+            f"{PREFIX}_aws_service_up",
+            "1 when the service answered its last probe, else 0.",
+            ["namespace", "connection", "service"],
+            registry=self.registry,
+        )
+
+    def forget_connection(self, namespace: str, connection: str, services: tuple[str, ...]) -> None:
+        """Drop a deleted connection's series so they do not linger as stale values."""
+        for service in services:
+            for family in (self.aws_probe_duration, self.aws_service_up):
+                with contextlib.suppress(KeyError):
+                    family.remove(namespace, connection, service)

@@ -14,8 +14,10 @@ import kopf
 
 from incident_commander import API_GROUP
 from incident_commander.config import OperatorConfig
+from incident_commander.connections import ConnectionRegistry
 from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
 from incident_commander.kinds.reconciliation import KindContext
+from incident_commander.kube_api import KubeApi, load_api_client
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.servers import HttpServers
 
@@ -46,6 +48,7 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
     registry = kopf.OperatorRegistry()
     servers = HttpServers(config=config, metrics=metrics)
     ctx = KindContext(metrics=metrics)
+    connections = ConnectionRegistry(kube=KubeApi(load_api_client()), metrics=metrics)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -61,8 +64,10 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        await connections.close()
         await servers.stop()
 
-    for kind_module in (awsconnection, budgetpolicy, incidentpolicy):
+    awsconnection.register(registry, connections)
+    for kind_module in (budgetpolicy, incidentpolicy):
         kind_module.register(registry, ctx)
     return registry

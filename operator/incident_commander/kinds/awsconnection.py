@@ -1,37 +1,37 @@
-"""AwsConnection handlers.
+"""AwsConnection handlers: kopf watch events feed the ConnectionRegistry, which probes.
 
-Skeleton reconciliation: the spec has passed admission (schema and CEL), so the
-connection is accepted. Client building and service probes replace this
-assessment in the AwsConnection issue.
+Plain watch-event handlers (not kopf's change handlers) are enough here: the
+registry compares generations itself, so kopf stores no progress annotations
+and adds no finalizer to AwsConnections. Secrets are watched too, filtered down
+to the ones some connection references, so a created or edited Secret
+re-resolves its connections within seconds.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
-from incident_commander.conditions import Condition
-from incident_commander.kinds.reconciliation import Assessment, KindContext, register_reconciler
+from incident_commander import API_GROUP, API_VERSION
+from incident_commander.connections import PLURAL, ConnectionRegistry
 
 KIND = "AwsConnection"
-PLURAL = "awsconnections"
 
 
-def assess(body: kopf.Body) -> Assessment:
-    """Accept the admitted spec; Ready says which generation was taken in."""
-    spec = body.get("spec", {})
-    services = ", ".join(spec.get("services", ["sts"]))
-    return Assessment(
-        conditions=[
-            Condition(
-                type="Ready",
-                status="True",
-                reason="Reconciled",
-                message=f"connection to {spec.get('region')} for {services} accepted",
-            )
-        ]
-    )
-
-
-def register(registry: kopf.OperatorRegistry, ctx: KindContext) -> None:
+def register(registry: kopf.OperatorRegistry, connections: ConnectionRegistry) -> None:
     """Attach this kind's handlers to the operator's registry."""
-    register_reconciler(registry, kind=KIND, plural=PLURAL, assess=assess, ctx=ctx)
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    def connection_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            connections.forget(str(namespace), name)
+        else:
+            connections.observe(body)
+
+    def referenced(name: str, namespace: str | None, **_: Any) -> bool:
+        return connections.references_secret(str(namespace), name)
+
+    @kopf.on.event("", "v1", "secrets", registry=registry, when=referenced)
+    def secret_event(name: str, namespace: str | None, **_: Any) -> None:
+        connections.secret_changed(str(namespace), name)

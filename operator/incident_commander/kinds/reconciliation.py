@@ -46,6 +46,33 @@ class KindContext:
     clock: Clock = system_clock
 
 
+@dataclass(frozen=True, kw_only=True)
+class EventSpec:
+    """A Kubernetes Event to post about the reconciled object."""
+
+    type: str
+    reason: str
+    message: str
+
+
+def transition_events(plan: StatusPlan) -> list[EventSpec]:
+    """One Event per condition flip. A condition's first appearance is news only for
+    Ready, or when it appears in its abnormal state; a healthy Degraded=False is not."""
+    events = []
+    for transition in plan.transitions:
+        healthy = (transition.current == "True") != (transition.type in ABNORMAL_WHEN_TRUE)
+        if transition.previous is None and transition.type != "Ready" and healthy:
+            continue
+        events.append(
+            EventSpec(
+                type="Normal" if healthy else "Warning",
+                reason=transition.reason,
+                message=f"{transition.type}={transition.current}: {transition.message}",
+            )
+        )
+    return events
+
+
 def write_status(
     *, body: kopf.Body, patch: kopf.Patch, assessment: Assessment, ctx: KindContext
 ) -> StatusPlan:
@@ -60,14 +87,8 @@ def write_status(
     if plan.patch:
         for key, value in plan.patch.items():
             patch.status[key] = value
-    for transition in plan.transitions:
-        healthy = (transition.current == "True") != (transition.type in ABNORMAL_WHEN_TRUE)
-        kopf.event(
-            body,
-            type="Normal" if healthy else "Warning",
-            reason=transition.reason,
-            message=f"{transition.type}={transition.current}: {transition.message}",
-        )
+    for event in transition_events(plan):
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     return plan
 
 

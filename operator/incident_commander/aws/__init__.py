@@ -1,0 +1,1 @@
+"""AWS plumbing: connection specs, credentials, clients, resilience and health probes."""

@@ -1,0 +1,115 @@
+"""The few Kubernetes API calls the operator makes outside kopf's own patching.
+
+Uses the official client (blocking), so every call here is run off the event
+loop by the async callers. Status is written with JSON merge patches to the
+``status`` subresource, which never conflict and never touch the spec.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from incident_commander import API_GROUP, API_VERSION, __version__
+
+logger = logging.getLogger(__name__)
+
+COMPONENT = "incident-commander"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectRef:
+    """Enough of an object to patch it and to point an Event at it."""
+
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecretData:
+    """A Secret's decoded data and its resourceVersion (to notice edits)."""
+
+    resource_version: str
+    data: Mapping[str, bytes]
+
+
+def load_api_client() -> client.ApiClient:
+    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config, like kopf's login."""
+    configuration = client.Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    api = client.ApiClient(configuration)
+    api.user_agent = f"{COMPONENT}/{__version__}"
+    return api
+
+
+class KubeApi:
+    """Blocking adapter; callers on the event loop wrap calls in ``asyncio.to_thread``."""
+
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._core = client.CoreV1Api(api_client)
+        self._custom = client.CustomObjectsApi(api_client)
+
+    def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        """The Secret's data, or None when it does not exist."""
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
+        version = secret.metadata.resource_version if secret.metadata else None
+        return SecretData(resource_version=str(version or ""), data=data)
+
+    def patch_status(self, ref: ObjectRef, status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch ``status`` and return the stored status; None if the object is gone."""
+        try:
+            obj = self._custom.patch_namespaced_custom_object_status(
+                API_GROUP, API_VERSION, ref.namespace, ref.plural, ref.name, {"status": dict(status_patch)}
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict((obj or {}).get("status") or {}) if isinstance(obj, dict) else {}
+
+    def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str, now: datetime) -> None:
+        """A core/v1 Event, as kubectl describe shows them. Failures are logged, never raised."""
+        event = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{API_GROUP}/{API_VERSION}",
+                kind=ref.kind,
+                name=ref.name,
+                namespace=ref.namespace,
+                uid=ref.uid,
+            ),
+            reason=reason,
+            message=message[:1024],
+            type=type_,
+            source=client.V1EventSource(component=COMPONENT),
+            reporting_component=COMPONENT,
+            reporting_instance=COMPONENT,
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+        )
+        try:
+            self._core.create_namespaced_event(ref.namespace, event)
+        except ApiException as exc:
+            logger.warning(
+                "could not post event %s for %s/%s: %s", reason, ref.namespace, ref.name, exc.reason
+            )
