@@ -26,6 +26,9 @@ def configure_logging(config: OperatorConfig) -> None:
     logging.getLogger().setLevel(config.log_level)
     # aiohttp and the kubernetes client log request details at DEBUG/INFO that are noise here.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if config.log_level != "DEBUG":
+        # kopf logs "Handler ... succeeded" for every watch event at INFO; we log what matters ourselves.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
 async def run_operator(config: OperatorConfig) -> None:

@@ -19,13 +19,15 @@ class MotoServer:
     url: str
 
     @classmethod
-    def start(cls, log_dir: Path, *, port: int | None = None) -> MotoServer:
+    def start(
+        cls, log_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None, name: str = "moto"
+    ) -> MotoServer:
         port = port or free_port()
         process = ManagedProcess(
             "moto",
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            log_path=log_dir / "moto.log",
-            env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"},
+            log_path=log_dir / f"{name}.log",
+            env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", **(env or {})},
         )
         process.start()
         url = f"http://127.0.0.1:{port}"

@@ -20,6 +20,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ReadTimeoutError,
 )
+from botocore.parsers import ResponseParserError
 
 THROTTLING_CODES = frozenset(
     {
@@ -99,6 +100,14 @@ def classify(exc: BaseException) -> ProbeError:
         )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return ProbeError(code=type(exc).__name__, reason="NoCredentials", message=str(exc), retryable=False)
+    if isinstance(exc, ResponseParserError):
+        # An answer that is not AWS's (a proxy's or load balancer's page): often transient.
+        return ProbeError(
+            code="ResponseParserError",
+            reason="InvalidResponse",
+            message=redact(str(exc))[:300],
+            retryable=True,
+        )
     if isinstance(exc, BotoCoreError):
         # ConnectionClosedError and other transport failures: the endpoint is there but misbehaves.
         return ProbeError(

@@ -23,7 +23,9 @@ def register(registry: kopf.OperatorRegistry, connections: ConnectionRegistry) -
     """Attach this kind's handlers to the operator's registry."""
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
-    def connection_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+    async def connection_event(
+        type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any
+    ) -> None:
         if type == "DELETED":
             connections.forget(str(namespace), name)
         else:
@@ -33,5 +35,5 @@ def register(registry: kopf.OperatorRegistry, connections: ConnectionRegistry) -
         return connections.references_secret(str(namespace), name)
 
     @kopf.on.event("", "v1", "secrets", registry=registry, when=referenced)
-    def secret_event(name: str, namespace: str | None, **_: Any) -> None:
+    async def secret_event(name: str, namespace: str | None, **_: Any) -> None:
         connections.secret_changed(str(namespace), name)

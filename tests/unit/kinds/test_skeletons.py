@@ -4,18 +4,11 @@ from typing import Any
 
 import kopf
 
-from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
+from incident_commander.kinds import budgetpolicy, incidentpolicy
 
 
 def body(spec: dict[str, Any]) -> kopf.Body:
     return kopf.Body({"metadata": {"name": "x", "namespace": "ns", "generation": 1}, "spec": spec})
-
-
-def test_awsconnection_ready_names_region_and_services() -> None:
-    result = awsconnection.assess(body({"region": "eu-west-1", "services": ["sts", "s3"]}))
-    [ready] = result.conditions
-    assert (ready.type, ready.status) == ("Ready", "True")
-    assert "eu-west-1" in ready.message and "sts, s3" in ready.message
 
 
 def test_budgetpolicy_ready_names_the_limit() -> None:
