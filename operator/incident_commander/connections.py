@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from incident_commander.aws.clients import ConnectionClients
+from incident_commander.aws.clients import ConnectionClients, new_model_loader
 from incident_commander.aws.credentials import CredentialsError, keys_from_secret
 from incident_commander.aws.health import DEFAULT_HEARTBEAT, assess_credentials_failure, assess_round
 from incident_commander.aws.probes import ProbeContext, ServiceProbe, probe_service
@@ -113,6 +113,7 @@ class ConnectionRegistry:
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._executor = ThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self._rounds = asyncio.Semaphore(MAX_CONCURRENT_ROUNDS)
+        self._loader = new_model_loader()
 
     # -- the API other kinds use -------------------------------------------------------------
     def get(self, namespace: str, name: str) -> ReadyConnection:
@@ -307,7 +308,9 @@ class ConnectionRegistry:
         keys = keys_from_secret(secret, spec.secret_ref) if spec.secret_ref is not None else None
         loop = asyncio.get_running_loop()
         try:
-            clients = await loop.run_in_executor(self._executor, ConnectionClients.build, spec, keys)
+            clients = await loop.run_in_executor(
+                self._executor, ConnectionClients.build, spec, keys, self._loader
+            )
         finally:
             runtime.secret_stale = False
         if runtime.clients is not None:

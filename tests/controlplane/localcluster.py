@@ -188,6 +188,8 @@ class LocalControlPlane:
     bin_dir: Path
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ic-controlplane-")))
     start_controller_manager: bool = True
+    audit_writes: bool = False
+    """Record every write (create/update/patch/delete) in ``audit.log``, for benchmarks counting writes."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -265,6 +267,7 @@ class LocalControlPlane:
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=0",
+                *self._audit_flags(),
             ],
         )
         self.kubeconfig.write_text(_kubeconfig(self.server, self.pki, "admin"))
@@ -287,6 +290,25 @@ class LocalControlPlane:
                     "--v=0",
                 ],
             )
+
+    @property
+    def audit_log(self) -> Path:
+        return self.workdir / "audit.log"
+
+    def _audit_flags(self) -> list[str]:
+        if not self.audit_writes:
+            return []
+        policy = self.workdir / "audit-policy.yaml"
+        policy.write_text(
+            "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
+            "- level: Metadata\n  verbs: [create, update, patch, delete]\n"
+            "- level: None\n"
+        )
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+        ]
 
     def _spawn(self, component: str, args: list[str]) -> None:
         log = self.log(component).open("ab")

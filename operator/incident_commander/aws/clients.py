@@ -16,6 +16,7 @@ import boto3
 import botocore.session
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
+from botocore.loaders import Loader, create_loader
 
 from incident_commander import __version__
 from incident_commander.aws.credentials import CredentialsError, StaticKeys
@@ -39,18 +40,31 @@ def client_config(spec: ConnectionSpec, *, botocore_retries: bool) -> Config:
     )
 
 
-def _source_session(spec: ConnectionSpec, keys: StaticKeys | None) -> boto3.Session:
+def new_model_loader() -> Loader:
+    """botocore's loader of service models. One is shared by all of an operator's sessions:
+    the models are read-only JSON, and loading them per connection costs far more than a probe."""
+    return create_loader()
+
+
+def _core_session(loader: Loader) -> botocore.session.Session:
+    core = botocore.session.get_session()
+    core.register_component("data_loader", loader)
+    return core
+
+
+def _source_session(spec: ConnectionSpec, keys: StaticKeys | None, loader: Loader) -> boto3.Session:
     if keys is None:
-        return boto3.Session(region_name=spec.region)
+        return boto3.Session(region_name=spec.region, botocore_session=_core_session(loader))
     return boto3.Session(
         aws_access_key_id=keys.access_key_id,
         aws_secret_access_key=keys.secret_access_key,
         aws_session_token=keys.session_token,
         region_name=spec.region,
+        botocore_session=_core_session(loader),
     )
 
 
-def _assumed_role_session(spec: ConnectionSpec, source: boto3.Session) -> boto3.Session:
+def _assumed_role_session(spec: ConnectionSpec, source: boto3.Session, loader: Loader) -> boto3.Session:
     """A session whose credentials come from STS AssumeRole and refresh themselves
     (botocore refreshes RefreshableCredentials ahead of expiry)."""
     role = spec.assume_role
@@ -102,11 +116,11 @@ class ConnectionClients:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def build(cls, spec: ConnectionSpec, keys: StaticKeys | None) -> ConnectionClients:
+    def build(cls, spec: ConnectionSpec, keys: StaticKeys | None, loader: Loader) -> ConnectionClients:
         """Blocking (AssumeRole calls STS): run it off the event loop."""
-        session = _source_session(spec, keys)
+        session = _source_session(spec, keys, loader)
         if spec.assume_role is not None:
-            session = _assumed_role_session(spec, session)
+            session = _assumed_role_session(spec, session, loader)
         return cls(spec=spec, session=session)
 
     def client(self, service: str) -> Any:
