@@ -11,7 +11,10 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Literal
+
+from incident_commander.durations import parse_duration
 
 LogFormat = Literal["json", "text"]
 
@@ -49,6 +52,9 @@ class OperatorConfig:
 
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """Origins allowed to call the API from a browser; empty denies all."""
+
+    deletion_timeout: timedelta = timedelta(minutes=5)
+    """How long a policy's deletion may wait for AWS cleanup before its resources are left behind."""
 
 
 def _env(environ: Mapping[str, str], name: str, default: str) -> str:
@@ -101,6 +107,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         dest="cors_origins",
         default=[o for o in _env(env, "CORS_ORIGINS", "").split(",") if o],
     )
+    run.add_argument(
+        "--deletion-timeout",
+        default=_env(env, "DELETION_TIMEOUT", "5m"),
+        help="give up deleting a policy's AWS resources after this long (e.g. 5m)",
+    )
     return parser
 
 
@@ -121,4 +132,5 @@ def config_from_args(
         log_level=args.log_level.upper(),
         peering_name=args.peering_name,
         cors_origins=tuple(args.cors_origins),
+        deletion_timeout=parse_duration(args.deletion_timeout),
     )

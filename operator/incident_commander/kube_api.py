@@ -55,6 +55,20 @@ def load_api_client() -> client.ApiClient:
     return api
 
 
+class Conflict(Exception):
+    """A write lost an optimistic-concurrency race (HTTP 409); re-read and re-plan."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredSecret:
+    """A Secret the operator manages: its decoded data, labels and resourceVersion."""
+
+    name: str
+    resource_version: str
+    labels: Mapping[str, str]
+    data: Mapping[str, bytes]
+
+
 class KubeApi:
     """Blocking adapter; callers on the event loop wrap calls in ``asyncio.to_thread``."""
 
@@ -73,6 +87,85 @@ class KubeApi:
         data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
         version = secret.metadata.resource_version if secret.metadata else None
         return SecretData(resource_version=str(version or ""), data=data)
+
+    def read_managed_secret(self, namespace: str, name: str) -> StoredSecret | None:
+        try:
+            secret = self._core.read_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _stored(secret)
+
+    def list_managed_secrets(self, namespace: str, label_selector: str) -> list[StoredSecret]:
+        found = self._core.list_namespaced_secret(namespace, label_selector=label_selector)
+        return [_stored(item) for item in found.items]
+
+    def write_secret(
+        self,
+        namespace: str,
+        *,
+        name: str,
+        type_: str,
+        labels: Mapping[str, str],
+        data: Mapping[str, str],
+        owner: ObjectRef,
+        resource_version: str | None,
+    ) -> str:
+        """Create (``resource_version`` None) or replace a Secret owned by ``owner``; return the new
+        resourceVersion. Raises Conflict when someone else wrote it in between."""
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace=namespace,
+                labels=dict(labels),
+                resource_version=resource_version,
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version=f"{API_GROUP}/{API_VERSION}",
+                        kind=owner.kind,
+                        name=owner.name,
+                        uid=owner.uid,
+                        controller=True,
+                        block_owner_deletion=False,
+                    )
+                ],
+            ),
+            type=type_,
+            string_data=dict(data),
+        )
+        try:
+            if resource_version is None:
+                stored = self._core.create_namespaced_secret(namespace, body)
+            else:
+                stored = self._core.replace_namespaced_secret(name, namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"Secret {namespace}/{name} changed concurrently") from None
+            raise
+        return str(stored.metadata.resource_version if stored.metadata else "")
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        try:
+            self._core.delete_namespaced_secret(name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def patch_finalizers(self, ref: ObjectRef, finalizers: list[str]) -> None:
+        """Set ``metadata.finalizers`` (merge patch replaces the list)."""
+        try:
+            self._custom.patch_namespaced_custom_object(
+                API_GROUP,
+                API_VERSION,
+                ref.namespace,
+                ref.plural,
+                ref.name,
+                {"metadata": {"finalizers": finalizers}},
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
 
     def patch_status(self, ref: ObjectRef, status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge-patch ``status`` and return the stored status; None if the object is gone."""
@@ -113,3 +206,13 @@ class KubeApi:
             logger.warning(
                 "could not post event %s for %s/%s: %s", reason, ref.namespace, ref.name, exc.reason
             )
+
+
+def _stored(secret: Any) -> StoredSecret:
+    meta = secret.metadata
+    return StoredSecret(
+        name=str(meta.name),
+        resource_version=str(meta.resource_version),
+        labels=dict(meta.labels or {}),
+        data={key: base64.b64decode(value) for key, value in (secret.data or {}).items()},
+    )

@@ -19,6 +19,7 @@ from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
 from incident_commander.kinds.reconciliation import KindContext
 from incident_commander.kube_api import KubeApi, load_api_client
 from incident_commander.metrics import OperatorMetrics
+from incident_commander.policies import PolicyRegistry
 from incident_commander.servers import HttpServers
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,11 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
     registry = kopf.OperatorRegistry()
     servers = HttpServers(config=config, metrics=metrics)
     ctx = KindContext(metrics=metrics)
-    connections = ConnectionRegistry(kube=KubeApi(load_api_client()), metrics=metrics)
+    kube = KubeApi(load_api_client())
+    connections = ConnectionRegistry(kube=kube, metrics=metrics)
+    policies = PolicyRegistry(
+        kube=kube, connections=connections, metrics=metrics, deletion_timeout=config.deletion_timeout
+    )
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -64,10 +69,11 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        await policies.close()
         await connections.close()
         await servers.stop()
 
     awsconnection.register(registry, connections)
-    for kind_module in (budgetpolicy, incidentpolicy):
-        kind_module.register(registry, ctx)
+    incidentpolicy.register(registry, policies)
+    budgetpolicy.register(registry, ctx)
     return registry

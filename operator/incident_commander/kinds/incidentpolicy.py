@@ -1,47 +1,34 @@
-"""IncidentPolicy handlers.
+"""IncidentPolicy handlers: kopf watch events feed the PolicyRegistry.
 
-Skeleton reconciliation: accepts the admitted spec and reports the sampling rate
-in force (the spec's, until budgets can lower it). Storage provisioning and
-credential issuance replace this assessment in the IncidentPolicy issue.
+Like AwsConnection, plain watch-event handlers: the registry decides what
+changed, so kopf writes no progress annotations. The policy's own Secrets
+(labelled managed-by incident-commander) are watched too, so a deleted or
+edited client Secret is repaired within seconds.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
-from incident_commander.conditions import Condition
-from incident_commander.kinds.reconciliation import Assessment, KindContext, register_reconciler
-
-KIND = "IncidentPolicy"
-PLURAL = "incidentpolicies"
+from incident_commander import API_GROUP, API_VERSION
+from incident_commander.credentials.issuer import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY
+from incident_commander.policies import PLURAL, PolicyRegistry
 
 
-def assess(body: kopf.Body) -> Assessment:
-    """Accept the admitted spec; without budget enforcement the spec's routing is in force."""
-    spec = body.get("spec", {})
-    routing = spec.get("modelRouting", {})
-    clients = len(spec.get("apiClients", []))
-    return Assessment(
-        conditions=[
-            Condition(
-                type="Ready",
-                status="True",
-                reason="Reconciled",
-                message=f"policy with {clients} API client(s) accepted",
-            )
-        ],
-        fields={
-            "effectiveModelRouting": {
-                "mode": "Normal",
-                "simpleModel": routing.get("simpleModel"),
-                "complexModel": routing.get("complexModel"),
-                "complexityThreshold": routing.get("complexityThreshold", 0.7),
-            },
-            "effectiveSamplingRate": spec.get("sampling", {}).get("detectionRate", 1.0),
-        },
-    )
-
-
-def register(registry: kopf.OperatorRegistry, ctx: KindContext) -> None:
+def register(registry: kopf.OperatorRegistry, policies: PolicyRegistry) -> None:
     """Attach this kind's handlers to the operator's registry."""
-    register_reconciler(registry, kind=KIND, plural=PLURAL, assess=assess, ctx=ctx)
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def policy_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            policies.forget(str(namespace), name)
+        else:
+            policies.observe(body)
+
+    @kopf.on.event("", "v1", "secrets", registry=registry, labels={LABEL_MANAGED_BY: MANAGED_BY})
+    async def policy_secret_event(labels: kopf.Labels, namespace: str | None, **_: Any) -> None:
+        policy = labels.get(LABEL_POLICY)
+        if policy:
+            policies.secret_changed(str(namespace), policy)

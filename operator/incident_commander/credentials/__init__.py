@@ -1,0 +1,1 @@
+"""API keys and JWT signing keys that the operator issues for IncidentPolicies."""

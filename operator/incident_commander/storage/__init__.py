@@ -1,0 +1,1 @@
+"""The AWS resources behind an IncidentPolicy: create, adopt, report drift, delete."""

@@ -1,0 +1,68 @@
+"""One asyncio task per object: run a pass now, then again when woken or when the pass's own delay ends.
+
+The kinds use this instead of kopf daemons or timers: an idle object costs one
+sleeping task and no API calls, wake-ups come from watch events, and the pass
+decides its next run (a probe interval, the next key rotation, a retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from incident_commander.metrics import OperatorMetrics
+
+logger = logging.getLogger(__name__)
+
+Pass = Callable[[], Awaitable[float]]
+"""A reconciliation pass; returns the seconds until the next pass is due without any event."""
+
+ERROR_RETRY_SECONDS = 15.0
+
+
+class ObjectWorker:
+    """Serialises the passes of one object; never two at once."""
+
+    def __init__(
+        self, *, kind: str, name: str, run_pass: Pass, metrics: OperatorMetrics, gate: asyncio.Semaphore
+    ) -> None:
+        self._kind = kind
+        self._name = name
+        self._run_pass = run_pass
+        self._metrics = metrics
+        self._gate = gate
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._loop(), name=f"{kind} {name}")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+    async def _loop(self) -> None:
+        while True:
+            self._wake.clear()
+            started = time.perf_counter()
+            delay = ERROR_RETRY_SECONDS
+            outcome = "error"
+            try:
+                async with self._gate:
+                    delay = await self._run_pass()
+                outcome = "success"
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "%s %s: reconciliation failed; retrying in %ss", self._kind, self._name, delay
+                )
+            finally:
+                self._metrics.reconciliations.labels(kind=self._kind, outcome=outcome).inc()
+                self._metrics.reconcile_duration.labels(kind=self._kind).observe(
+                    time.perf_counter() - started
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
