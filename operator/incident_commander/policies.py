@@ -46,7 +46,9 @@ logger = logging.getLogger(__name__)
 
 KIND = "IncidentPolicy"
 PLURAL = "incidentpolicies"
-FINALIZER = f"{API_GROUP}/finalizer"
+FINALIZER = f"{API_GROUP}/storage-cleanup"
+"""Our own finalizer. Not kopf's (``incidentcommander.io/finalizer``): kopf strips its finalizer from
+objects that have no kopf handler needing it, and these objects are handled outside kopf's handlers."""
 ROTATE_ANNOTATION = f"{API_GROUP}/rotate"
 ROTATE_SIGNING_ANNOTATION = f"{API_GROUP}/rotate-signing-key"
 FORCE_DELETE_ANNOTATION = f"{API_GROUP}/force-delete"
