@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install controlplane lint unit integration test demo bench clean
+.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,30 @@ unit: install
 integration: controlplane
 	$(PY) -m pytest tests/integration -q
 
-test: lint controlplane
+test: lint chart-lint controlplane
 	$(PY) -m pytest tests -q
+
+# The packaging checks that need no cluster: the chart (helm from the control-plane bin dir),
+# the Dockerfile (hadolint) and the kind scripts (shellcheck). tests/*/test_chart*.py run
+# them too, together with the schema validation and the install into the control plane.
+chart-lint: controlplane
+	"$$(PYTHON=$(PY) bash tests/controlplane/build.sh)/helm" lint --strict charts/incident-commander
+	$(VENV)/bin/hadolint Dockerfile
+	$(VENV)/bin/shellcheck -x hack/kind/*.sh
+
+# crds/ is the single source; the chart carries a copy (a unit test fails when they differ).
+chart-crds:
+	cp crds/*.yaml charts/incident-commander/files/crds/
+
+# kind (needs Docker, kind, kubectl and helm; not available on the project's CI machines).
+kind-up:
+	bash hack/kind/kind-up.sh
+
+kind-e2e: kind-up
+	bash hack/kind/kind-e2e.sh
+
+kind-down:
+	bash hack/kind/kind-down.sh
 
 demo: controlplane
 	$(PY) -m tests.controlplane.demo

@@ -1,0 +1,160 @@
+"""Static checks of the packaging files: the chart's CRD copies, its values schema, the
+Dockerfile (hadolint), the kind scripts (shellcheck) and the kind configuration. No cluster and
+no helm needed; tests/integration/test_chart.py renders and installs the chart."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "incident-commander"
+KIND = REPO / "hack" / "kind"
+BIN = Path(sys.executable).parent
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def schema() -> dict[str, Any]:
+    return dict(json.loads((CHART / "values.schema.json").read_text()))
+
+
+def test_chart_crds_are_byte_identical_copies_of_crds_dir() -> None:
+    sources = sorted(p.name for p in (REPO / "crds").glob("*.yaml"))
+    copies = sorted(p.name for p in (CHART / "files" / "crds").glob("*.yaml"))
+    assert copies == sources, "run `make chart-crds` (cp crds/*.yaml charts/incident-commander/files/crds/)"
+    stale = [
+        name
+        for name in sources
+        if (CHART / "files" / "crds" / name).read_bytes() != (REPO / "crds" / name).read_bytes()
+    ]
+    assert stale == [], f"chart copies differ from crds/: {stale}; run `make chart-crds`"
+
+
+def test_chart_versions_follow_the_package() -> None:
+    chart = load_yaml(CHART / "Chart.yaml")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert chart["appVersion"] == project["version"]
+    assert chart["apiVersion"] == "v2" and chart["type"] == "application"
+
+
+@pytest.mark.parametrize(
+    "values", [CHART / "values.yaml", KIND / "values-kind.yaml"], ids=["default", "kind"]
+)
+def test_values_files_satisfy_the_schema(values: Path) -> None:
+    jsonschema.validate(load_yaml(values), schema())
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"replicaCount": 0},
+        {"typo": True},
+        {"operator": {"logFormat": "xml"}},
+        {"watchNamespaces": ["Not_A_Namespace"]},
+        {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
+        {"monitoring": {"serviceMonitor": {"enabled": "yes"}}},
+        {"podDisruptionBudget": {"minAvailable": "half"}},
+    ],
+)
+def test_schema_rejects_invalid_values(bad: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema())
+
+
+def test_every_value_in_values_yaml_is_described_by_the_schema() -> None:
+    """additionalProperties: false all the way down, so a typo in -f values.yaml fails the install."""
+
+    def walk(node: dict[str, Any], path: str) -> list[str]:
+        missing = []
+        if node.get("type") == "object" and "properties" in node:
+            if node.get("additionalProperties") is not False:
+                missing.append(path or "<root>")
+            for key, child in node["properties"].items():
+                missing.extend(walk(child, f"{path}.{key}"))
+        return missing
+
+    assert walk(schema(), "") == []
+
+
+def test_dockerfile_is_clean_under_hadolint() -> None:
+    result = subprocess.run(
+        [str(BIN / "hadolint"), "--failure-threshold", "info", str(REPO / "Dockerfile")],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert len(bases) == 2, "multi-stage: a build stage and a runtime stage"
+    assert all(re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base) for base in bases), bases
+    assert sum(line.startswith("FROM ") for line in lines) == 2
+    user = [line for line in lines if line.startswith("USER ")][-1]
+    assert user == "USER 65532:65532"
+    assert lines[-1] == 'ENTRYPOINT ["incident-commander", "run"]'
+    text = (REPO / "Dockerfile").read_text()
+    for label in ("title", "description", "version", "revision", "licenses", "source"):
+        assert f"org.opencontainers.image.{label}=" in text
+    # Only the runtime dependencies: the package is installed without its test extra.
+    assert "pip install ." in text and "[test]" not in text
+    assert "COPY --from=build /opt/venv /opt/venv" in text
+
+
+def test_chart_security_context_matches_the_image_user() -> None:
+    deployment = (CHART / "templates" / "deployment.yaml").read_text()
+    assert "runAsUser: 65532" in deployment and "runAsGroup: 65532" in deployment
+
+
+def test_kind_scripts_are_clean_under_shellcheck() -> None:
+    scripts = sorted(KIND.glob("*.sh"))
+    assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh", "kind-down.sh", "common.sh"}
+    result = subprocess.run(
+        [str(BIN / "shellcheck"), "-x", "--severity=style", *map(str, scripts)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_kind_config_matches_the_control_plane_and_localstack() -> None:
+    config = load_yaml(REPO / "kind-config.yaml")
+    assert config["kind"] == "Cluster" and config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    [node] = config["nodes"]
+    go_mod = (REPO / "tests" / "controlplane" / "go.mod").read_text()
+    minor = re.search(r"k8s\.io/kubernetes v1\.(\d+)\.", go_mod)
+    assert minor and node["image"].startswith(f"kindest/node:v1.{minor.group(1)}.")
+    [mapping] = node["extraPortMappings"]
+    services = [
+        d for d in yaml.safe_load_all((KIND / "localstack.yaml").read_text()) if d["kind"] == "Service"
+    ]
+    [port] = services[0]["spec"]["ports"]
+    assert mapping["containerPort"] == port["nodePort"] and mapping["listenAddress"] == "127.0.0.1"
+
+
+def test_makefile_has_the_kind_targets() -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for target, script in (
+        ("kind-up", "kind-up.sh"),
+        ("kind-e2e", "kind-e2e.sh"),
+        ("kind-down", "kind-down.sh"),
+    ):
+        assert re.search(rf"^{target}:.*\n\tbash hack/kind/{script}$", makefile, re.MULTILINE), target
