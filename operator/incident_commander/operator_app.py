@@ -13,10 +13,10 @@ from typing import Any
 import kopf
 
 from incident_commander import API_GROUP
+from incident_commander.budget.registry import BudgetRegistry
 from incident_commander.config import OperatorConfig
 from incident_commander.connections import ConnectionRegistry
 from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
-from incident_commander.kinds.reconciliation import KindContext
 from incident_commander.kube_api import KubeApi, load_api_client
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.policies import PolicyRegistry
@@ -48,12 +48,17 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
     """A registry with every handler of this operator."""
     registry = kopf.OperatorRegistry()
     servers = HttpServers(config=config, metrics=metrics)
-    ctx = KindContext(metrics=metrics)
     kube = KubeApi(load_api_client())
     connections = ConnectionRegistry(kube=kube, metrics=metrics)
+    budgets = BudgetRegistry(kube=kube, connections=connections, metrics=metrics)
     policies = PolicyRegistry(
-        kube=kube, connections=connections, metrics=metrics, deletion_timeout=config.deletion_timeout
+        kube=kube,
+        connections=connections,
+        metrics=metrics,
+        deletion_timeout=config.deletion_timeout,
+        budget_state=budgets.state,
     )
+    budgets.subscribe(policies.budget_changed)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -70,10 +75,11 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
         await policies.close()
+        await budgets.close()
         await connections.close()
         await servers.stop()
 
     awsconnection.register(registry, connections)
     incidentpolicy.register(registry, policies)
-    budgetpolicy.register(registry, ctx)
+    budgetpolicy.register(registry, budgets)
     return registry

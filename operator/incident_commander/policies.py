@@ -21,13 +21,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from incident_commander import API_GROUP
+from incident_commander.budget.enforcement import effective_routing
+from incident_commander.budget.model import BudgetState
 from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition, utc_timestamp
 from incident_commander.connections import ConnectionNotReady, ConnectionRegistry
@@ -79,12 +81,14 @@ class PolicyRegistry:
         metrics: OperatorMetrics,
         clock: Clock = system_clock,
         deletion_timeout: timedelta = timedelta(minutes=5),
+        budget_state: Callable[[str, str], BudgetState | None] | None = None,
     ) -> None:
         self._kube = kube
         self._connections = connections
         self._metrics = metrics
         self._clock = clock
         self._deletion_timeout = deletion_timeout
+        self._budget_state = budget_state or (lambda _namespace, _name: None)
         self._issuer = CredentialIssuer(kube, clock)
         self._policies: dict[tuple[str, str], _Policy] = {}
         self._gate = asyncio.Semaphore(16)
@@ -137,6 +141,14 @@ class PolicyRegistry:
         if policy is not None and policy.worker is not None:
             policy.worker.wake()
 
+    def budget_changed(self, namespace: str, budget: str) -> None:
+        """A BudgetPolicy's phase or action changed: refresh the policies that reference it."""
+        for (policy_namespace, _), policy in list(self._policies.items()):
+            if policy_namespace != namespace or policy.worker is None:
+                continue
+            if ((policy.body.get("spec") or {}).get("budgetRef") or {}).get("name") == budget:
+                policy.worker.wake()
+
     async def close(self) -> None:
         for key in list(self._policies):
             self.forget(*key)
@@ -166,8 +178,13 @@ class PolicyRegistry:
             if failing is None
             else Condition(type="Ready", status="False", reason=failing.reason, message=failing.message)
         )
+        budget = self._budget_condition(policy, spec)
         await self._write(
-            policy, Assessment(conditions=[ready, *conditions], fields=self._fields(policy, spec, outcome))
+            policy,
+            Assessment(
+                conditions=[ready, *conditions, *([budget] if budget else [])],
+                fields=self._fields(policy, spec, outcome),
+            ),
         )
         for reason, message in outcome.happenings if outcome else []:
             await asyncio.to_thread(
@@ -344,15 +361,18 @@ class PolicyRegistry:
 
     # -- status ------------------------------------------------------------------------------------
     def _fields(self, policy: _Policy, spec: PolicySpec, outcome: CredentialOutcome | None) -> dict[str, Any]:
+        routing = effective_routing(
+            simple_model=str(spec.routing.get("simpleModel")),
+            complex_model=str(spec.routing.get("complexModel")),
+            complexity_threshold=float(spec.routing.get("complexityThreshold", 0.7)),
+            detection_rate=spec.detection_rate,
+            min_detection_rate=spec.min_detection_rate,
+            state=self._budget_state(policy.ref.namespace, spec.budget) if spec.budget else None,
+        )
         fields: dict[str, Any] = {
             "storage": [r.to_json() for r in policy.storage],
-            "effectiveModelRouting": {
-                "mode": "Normal",
-                "simpleModel": spec.routing.get("simpleModel"),
-                "complexModel": spec.routing.get("complexModel"),
-                "complexityThreshold": spec.routing.get("complexityThreshold", 0.7),
-            },
-            "effectiveSamplingRate": spec.detection_rate,
+            "effectiveModelRouting": routing.model_routing_status(),
+            "effectiveSamplingRate": routing.sampling_rate,
         }
         if outcome is None:
             return fields
@@ -388,6 +408,26 @@ class PolicyRegistry:
             for key in outcome.signing_keys
         ]
         return fields
+
+    def _budget_condition(self, policy: _Policy, spec: PolicySpec) -> Condition | None:
+        """``BudgetApplied`` when the policy references a budget; not part of Ready."""
+        if not spec.budget:
+            return None
+        state = self._budget_state(policy.ref.namespace, spec.budget)
+        if state is None:
+            return Condition(
+                type="BudgetApplied",
+                status="False",
+                reason="BudgetNotFound",
+                message=f"BudgetPolicy {spec.budget} not found or not evaluated yet; routing is Normal",
+            )
+        enforcing = state.enforced_action or "nothing"
+        return Condition(
+            type="BudgetApplied",
+            status="True",
+            reason=f"Phase{state.phase}",
+            message=f"BudgetPolicy {spec.budget} is {state.phase}; enforcing {enforcing}",
+        )
 
     async def _write(self, policy: _Policy, assessment: Assessment) -> None:
         now = self._clock()

@@ -24,6 +24,7 @@ class PolicySpec:
     storage: Mapping[str, str]
     routing: Mapping[str, Any]
     detection_rate: float
+    min_detection_rate: float = 0.1
 
     def storage_names(self, *, namespace: str, policy: str, account: str) -> StorageNames:
         """Names from the spec, or defaults derived from the namespace, the policy and the account."""
@@ -60,4 +61,5 @@ def parse_policy_spec(spec: Mapping[str, Any]) -> PolicySpec:
         storage={k: v for k, v in storage.items() if isinstance(v, str)},
         routing=spec.get("modelRouting") or {},
         detection_rate=float((spec.get("sampling") or {}).get("detectionRate", 1.0)),
+        min_detection_rate=float((spec.get("sampling") or {}).get("minDetectionRate", 0.1)),
     )

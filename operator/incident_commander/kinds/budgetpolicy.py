@@ -1,39 +1,28 @@
-"""BudgetPolicy handlers.
+"""BudgetPolicy handlers: kopf watch events feed the BudgetRegistry, which evaluates and enforces.
 
-Skeleton reconciliation: accepts the admitted spec. Spend evaluation, thresholds
-and enforcement replace this assessment in the BudgetPolicy issue.
+Plain watch-event handlers, like the other kinds: the registry compares generations and the
+break-glass annotation itself, so kopf writes no progress annotations and adds no finalizer
+(nothing in AWS belongs to one budget; the shared ledger table is kept).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import kopf
 
-from incident_commander.conditions import Condition
-from incident_commander.kinds.reconciliation import Assessment, KindContext, register_reconciler
+from incident_commander import API_GROUP, API_VERSION
+from incident_commander.budget.registry import PLURAL, BudgetRegistry
 
 KIND = "BudgetPolicy"
-PLURAL = "budgetpolicies"
 
 
-def assess(body: kopf.Body) -> Assessment:
-    """Accept the admitted spec; Ready says which limit was taken in."""
-    spec = body.get("spec", {})
-    limit = spec.get("limit", {})
-    return Assessment(
-        conditions=[
-            Condition(
-                type="Ready",
-                status="True",
-                reason="Reconciled",
-                message=(
-                    f"{spec.get('period', 'Monthly').lower()} limit of {limit.get('amount')} "
-                    f"{limit.get('currency', 'USD')} accepted"
-                ),
-            )
-        ]
-    )
-
-
-def register(registry: kopf.OperatorRegistry, ctx: KindContext) -> None:
+def register(registry: kopf.OperatorRegistry, budgets: BudgetRegistry) -> None:
     """Attach this kind's handlers to the operator's registry."""
-    register_reconciler(registry, kind=KIND, plural=PLURAL, assess=assess, ctx=ctx)
+
+    @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    async def budget_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
+        if type == "DELETED":
+            budgets.forget(str(namespace), name)
+        else:
+            budgets.observe(body)
