@@ -56,6 +56,12 @@ class OperatorConfig:
     deletion_timeout: timedelta = timedelta(minutes=5)
     """How long a policy's deletion may wait for AWS cleanup before its resources are left behind."""
 
+    tls_cert_file: str | None = None
+    """PEM certificate (chain) for the API port; with ``tls_key_file`` the API speaks HTTPS."""
+
+    tls_key_file: str | None = None
+    """PEM private key matching ``tls_cert_file``."""
+
 
 def _env(environ: Mapping[str, str], name: str, default: str) -> str:
     return environ.get(f"IC_{name}", default)
@@ -112,6 +118,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=_env(env, "DELETION_TIMEOUT", "5m"),
         help="give up deleting a policy's AWS resources after this long (e.g. 5m)",
     )
+    run.add_argument(
+        "--tls-cert-file",
+        default=_env(env, "TLS_CERT_FILE", "") or None,
+        help="PEM certificate for the API port (with --tls-key-file: HTTPS)",
+    )
+    run.add_argument("--tls-key-file", default=_env(env, "TLS_KEY_FILE", "") or None)
     return parser
 
 
@@ -119,7 +131,10 @@ def config_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> OperatorConfig:
     """Parse flags (and ``IC_*`` variables) into an OperatorConfig."""
-    args = build_parser(environ).parse_args(argv)
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        parser.error("--tls-cert-file and --tls-key-file go together")
     namespaces = tuple(args.namespaces or ())
     return OperatorConfig(
         namespaces=() if args.all_namespaces else namespaces,
@@ -133,4 +148,6 @@ def config_from_args(
         peering_name=args.peering_name,
         cors_origins=tuple(args.cors_origins),
         deletion_timeout=parse_duration(args.deletion_timeout),
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
     )

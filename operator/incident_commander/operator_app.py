@@ -13,6 +13,12 @@ from typing import Any
 import kopf
 
 from incident_commander import API_GROUP
+from incident_commander.api import watches as api_watches
+from incident_commander.api.app import ApiContext, build_api_app
+from incident_commander.api.budget_bridge import BudgetBridge
+from incident_commander.api.directory import Directory
+from incident_commander.api.keyring import Keyring
+from incident_commander.api.metrics import ApiMetrics
 from incident_commander.budget.registry import BudgetRegistry
 from incident_commander.config import OperatorConfig
 from incident_commander.connections import ConnectionRegistry
@@ -47,7 +53,6 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
 def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
     """A registry with every handler of this operator."""
     registry = kopf.OperatorRegistry()
-    servers = HttpServers(config=config, metrics=metrics)
     kube = KubeApi(load_api_client())
     connections = ConnectionRegistry(kube=kube, metrics=metrics)
     budgets = BudgetRegistry(kube=kube, connections=connections, metrics=metrics)
@@ -59,6 +64,20 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
         budget_state=budgets.state,
     )
     budgets.subscribe(policies.budget_changed)
+    keyring, directory = Keyring(), Directory()
+    bridge = BudgetBridge(budgets)
+    api = build_api_app(
+        ApiContext(
+            keyring=keyring,
+            directory=directory,
+            metrics=ApiMetrics(metrics.registry),
+            effective_for=bridge.effective_for,
+            usage=bridge,
+            budgets=bridge,
+            cors_origins=frozenset(config.cors_origins),
+        )
+    )
+    servers = HttpServers(config=config, metrics=metrics, api=api)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -82,4 +101,5 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
     awsconnection.register(registry, connections)
     incidentpolicy.register(registry, policies)
     budgetpolicy.register(registry, budgets)
+    api_watches.register(registry, keyring=keyring, directory=directory)
     return registry

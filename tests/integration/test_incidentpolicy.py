@@ -12,7 +12,15 @@ import pytest
 
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
-from tests.support.policies import active_keys, client_key, key_index, secret_data, verifies
+from tests.support.policies import (
+    active_keys,
+    client_key,
+    key_index,
+    policy,
+    secret_data,
+    setup_connection,
+    verifies,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,54 +35,6 @@ def aws(moto: MotoServer, service: str) -> Any:
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
     )
-
-
-def setup_connection(kube: Kube, namespace: str, moto: MotoServer) -> None:
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws-creds"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        },
-        namespace,
-    )
-    kube.apply(
-        {
-            "apiVersion": "incidentcommander.io/v1alpha1",
-            "kind": "AwsConnection",
-            "metadata": {"name": "conn"},
-            "spec": {
-                "region": "us-east-1",
-                "endpointUrl": moto.url,
-                "credentials": {"secretRef": {"name": "aws-creds"}},
-                "services": ["sts", "s3", "dynamodb", "kinesis", "stepfunctions"],
-            },
-        },
-        namespace,
-    )
-    wait_for_condition(kube, "awsconnection", namespace, "conn")
-
-
-def policy(name: str, namespace: str, clients: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "connectionRef": {"name": "conn"},
-        "modelRouting": {"simpleModel": "small", "complexModel": "large"},
-        "storage": {
-            "incidentTable": f"{namespace}-{name}-incidents",
-            "eventStream": f"{namespace}-{name}-events",
-            "artifactBucket": f"{namespace}-{name}-artifacts"[:63],
-            "stateMachine": f"{namespace}-{name}-consensus"[:80],
-        },
-        "apiClients": clients,
-    }
-    body.update(spec)
-    return {
-        "apiVersion": "incidentcommander.io/v1alpha1",
-        "kind": "IncidentPolicy",
-        "metadata": {"name": name},
-        "spec": body,
-    }
 
 
 @pytest.fixture

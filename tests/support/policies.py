@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from incident_commander.credentials.api_keys import KeyIndex, verify_key
-from tests.support.kube import Kube
+from tests.support.endpoints import MotoServer
+from tests.support.kube import Kube, wait_for_condition
 
 
 def secret_data(kube: Kube, namespace: str, name: str) -> dict[str, str]:
@@ -31,3 +32,51 @@ def verifies(kube: Kube, namespace: str, policy: str, plaintext: str) -> bool:
 
 def active_keys(kube: Kube, namespace: str, policy: str, client: str) -> list[Any]:
     return key_index(kube, namespace, policy).for_client(client, "Active")
+
+
+def setup_connection(kube: Kube, namespace: str, moto: MotoServer) -> None:
+    kube.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "aws-creds"},
+            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        },
+        namespace,
+    )
+    kube.apply(
+        {
+            "apiVersion": "incidentcommander.io/v1alpha1",
+            "kind": "AwsConnection",
+            "metadata": {"name": "conn"},
+            "spec": {
+                "region": "us-east-1",
+                "endpointUrl": moto.url,
+                "credentials": {"secretRef": {"name": "aws-creds"}},
+                "services": ["sts", "s3", "dynamodb", "kinesis", "stepfunctions"],
+            },
+        },
+        namespace,
+    )
+    wait_for_condition(kube, "awsconnection", namespace, "conn")
+
+
+def policy(name: str, namespace: str, clients: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "connectionRef": {"name": "conn"},
+        "modelRouting": {"simpleModel": "small", "complexModel": "large"},
+        "storage": {
+            "incidentTable": f"{namespace}-{name}-incidents",
+            "eventStream": f"{namespace}-{name}-events",
+            "artifactBucket": f"{namespace}-{name}-artifacts"[:63],
+            "stateMachine": f"{namespace}-{name}-consensus"[:80],
+        },
+        "apiClients": clients,
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "incidentcommander.io/v1alpha1",
+        "kind": "IncidentPolicy",
+        "metadata": {"name": name},
+        "spec": body,
+    }

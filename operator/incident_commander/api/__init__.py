@@ -1,0 +1,1 @@
+"""The operator's authenticated HTTP API: API keys to JWTs, routing decisions, usage reports."""

@@ -1,0 +1,44 @@
+"""Recent routing decisions and usage reports per policy, for ``/v1/history`` and ``/v1/summary``.
+
+Bounded ring buffers in memory: history is a convenience for operators looking
+at a live system, not a record (the budget ledger in DynamoDB is the record).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+PolicyKey = tuple[str, str]
+DEFAULT_DEPTH = 100
+
+
+class History:
+    def __init__(self, *, depth: int = DEFAULT_DEPTH, max_policies: int = 10_000) -> None:
+        self._depth = depth
+        self._max_policies = max_policies
+        self._entries: dict[PolicyKey, deque[dict[str, Any]]] = {}
+        self._counts: dict[PolicyKey, dict[str, int]] = {}
+
+    def record(self, policy: PolicyKey, kind: str, entry: Mapping[str, Any]) -> None:
+        if policy not in self._entries:
+            if len(self._entries) >= self._max_policies:
+                oldest = next(iter(self._entries))
+                self._entries.pop(oldest)
+                self._counts.pop(oldest, None)
+            self._entries[policy] = deque(maxlen=self._depth)
+        self._entries[policy].append({"kind": kind, **entry})
+        counts = self._counts.setdefault(policy, {})
+        counts[kind] = counts.get(kind, 0) + 1
+
+    def recent(self, policy: PolicyKey, limit: int) -> list[dict[str, Any]]:
+        entries = list(self._entries.get(policy, ()))
+        return list(reversed(entries[-limit:]))
+
+    def counts(self, policy: PolicyKey) -> dict[str, int]:
+        return dict(self._counts.get(policy, {}))
+
+    def forget(self, policy: PolicyKey) -> None:
+        self._entries.pop(policy, None)
+        self._counts.pop(policy, None)

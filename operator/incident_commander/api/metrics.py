@@ -1,0 +1,47 @@
+"""The API's Prometheus metrics, on the operator's own registry.
+
+Labels are bounded: the route template (never the raw path), the method, the
+status code, the caller's role and a failure reason from a fixed vocabulary.
+Never a key id, a client name, a token or an incident id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+PREFIX = "incident_commander_api"
+
+
+class ApiMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            f"{PREFIX}_requests_total",
+            "API requests by route template, method, status code and caller role.",
+            ["route", "method", "status", "role"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            f"{PREFIX}_request_duration_seconds",
+            "Time to answer an API request, by route template.",
+            ["route"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.auth_failures = Counter(
+            f"{PREFIX}_auth_failures_total",
+            "Refused credentials (401) and refused actions (403), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.rate_limited = Counter(
+            f"{PREFIX}_rate_limited_total",
+            "Requests refused with 429 by the per-client token bucket, by route template.",
+            ["route"],
+            registry=registry,
+        )
+        self.route_decisions = Counter(
+            f"{PREFIX}_route_decisions_total",
+            "Answers of /v1/route by outcome (routed, refused) and budget phase.",
+            ["outcome", "budget_phase"],
+            registry=registry,
+        )

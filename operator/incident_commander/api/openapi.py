@@ -1,0 +1,397 @@
+"""The OpenAPI 3 document of the API, built from one place and also kept in ``docs/openapi.json``.
+
+A unit test checks that the copy in docs/ is current and that every route the
+application serves is documented; schemathesis checks the served document
+against the live API.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from incident_commander import __version__
+
+_ERROR_REF = {"$ref": "#/components/schemas/Error"}
+
+
+def _error(description: str, *, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    answer: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": _ERROR_REF}},
+    }
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+_UNAUTHORIZED = _error(
+    "No credential, or an invalid, expired or revoked one.",
+    headers={"WWW-Authenticate": {"schema": {"type": "string"}, "description": "The accepted schemes."}},
+)
+_FORBIDDEN = _error("A valid credential without the role, or acting on another policy.")
+_RATE_LIMITED = _error(
+    "The client's token bucket is empty.",
+    headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
+)
+_BAD_REQUEST = _error("Malformed JSON, or a body or query that does not match the schema.")
+_TOO_LARGE = _error("The body exceeds the size limit (64 KiB).")
+_NOT_JSON = _error("The body is not application/json.")
+
+_SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+_NAME = {"type": "string", "minLength": 1, "maxLength": 253}
+_PATH_PARAMS = [
+    {"name": "namespace", "in": "path", "required": True, "schema": _NAME},
+]
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "A short reason code."},
+            "message": {"type": "string"},
+            "budgetPhase": {"type": ["string", "null"]},
+        },
+    },
+    "Token": {
+        "type": "object",
+        "required": ["token", "tokenType", "expiresIn", "expiresAt", "kid"],
+        "properties": {
+            "token": {"type": "string"},
+            "tokenType": {"type": "string", "enum": ["Bearer"]},
+            "expiresIn": {"type": "integer"},
+            "expiresAt": {"type": "string", "format": "date-time"},
+            "kid": {"type": "string"},
+        },
+    },
+    "Jwks": {
+        "type": "object",
+        "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": {"type": "object"}}},
+    },
+    "RouteRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["policy", "taskType", "complexity", "estimatedTokens"],
+        "properties": {
+            "policy": {**_NAME, "description": "The caller's own IncidentPolicy."},
+            "taskType": {"type": "string", "minLength": 1, "maxLength": 128},
+            "complexity": {"type": "number", "minimum": 0, "maximum": 1},
+            "estimatedTokens": {"type": "integer", "minimum": 0, "maximum": 100000000},
+            "severity": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 31,
+                "description": "The incident's severity; the policy's most severe one is routed under Halt.",
+            },
+        },
+    },
+    "RouteDecision": {
+        "type": "object",
+        "required": ["model", "reason", "budgetPhase", "samplingRate"],
+        "properties": {
+            "model": {"type": "string"},
+            "reason": {"type": "string"},
+            "budgetPhase": {"type": ["string", "null"]},
+            "samplingRate": {"type": "number"},
+        },
+    },
+    "UsageReport": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["policy", "model", "inputTokens", "outputTokens"],
+        "properties": {
+            "policy": _NAME,
+            "model": {"type": "string", "minLength": 1, "maxLength": 256},
+            "inputTokens": {"type": "integer", "minimum": 0, "maximum": 100000000},
+            "outputTokens": {"type": "integer", "minimum": 0, "maximum": 100000000},
+            "incidentId": {"type": "string", "minLength": 1, "maxLength": 256},
+        },
+    },
+    "UsageRecorded": {
+        "type": "object",
+        "required": ["budget", "cost", "currency", "periodStart", "duplicate"],
+        "properties": {
+            "budget": {"type": "string"},
+            "cost": {"type": "string", "description": "Decimal amount, as a string."},
+            "currency": {"type": "string"},
+            "periodStart": {"type": "string", "format": "date-time"},
+            "duplicate": {"type": "boolean", "description": "True when the Idempotency-Key was seen before."},
+        },
+    },
+    "EffectiveRouting": {
+        "type": "object",
+        "required": ["mode", "simpleModel", "complexModel", "complexityThreshold", "samplingRate"],
+        "properties": {
+            "mode": {"type": "string"},
+            "simpleModel": {"type": "string"},
+            "complexModel": {"type": "string"},
+            "complexityThreshold": {"type": "number"},
+            "samplingRate": {"type": "number"},
+            "budgetPhase": {"type": ["string", "null"]},
+        },
+    },
+    "Budget": {
+        "type": ["object", "null"],
+        "properties": {"name": {"type": "string"}, "phase": {"type": ["string", "null"]}},
+    },
+    "Policy": {
+        "type": "object",
+        "required": ["namespace", "name", "effectiveRouting", "budget", "rateLimit", "apiKeys"],
+        "properties": {
+            "namespace": {"type": "string"},
+            "name": {"type": "string"},
+            "effectiveRouting": _ref("EffectiveRouting"),
+            "budget": _ref("Budget"),
+            "rateLimit": {
+                "type": "object",
+                "properties": {"requestsPerMinute": {"type": "integer"}, "burst": {"type": "integer"}},
+            },
+            "apiKeys": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["client", "role", "keyId", "state", "issuedAt", "expiresAt"],
+                    "properties": {
+                        "client": {"type": "string"},
+                        "role": {"type": "string", "enum": ["viewer", "responder", "admin"]},
+                        "keyId": {"type": "string"},
+                        "state": {"type": "string", "enum": ["Active", "Rotating", "Revoked", "Expired"]},
+                        "issuedAt": {"type": "string", "format": "date-time"},
+                        "expiresAt": {"type": "string", "format": "date-time"},
+                    },
+                },
+            },
+        },
+    },
+    "Summary": {
+        "type": "object",
+        "required": [
+            "namespace",
+            "policy",
+            "objects",
+            "apiKeys",
+            "budget",
+            "routing",
+            "usageReports",
+            "recent",
+        ],
+        "properties": {
+            "namespace": {"type": "string"},
+            "policy": {"type": "string"},
+            "objects": {
+                "type": "object",
+                "description": "Objects of each kind in the namespace, by Ready state.",
+                "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+            "apiKeys": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "budget": _ref("Budget"),
+            "routing": {
+                "type": "object",
+                "properties": {"decisions": {"type": "integer"}, "refusals": {"type": "integer"}},
+            },
+            "usageReports": {"type": "integer"},
+            "recent": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "History": {
+        "type": "object",
+        "required": ["namespace", "policy", "entries"],
+        "properties": {
+            "namespace": {"type": "string"},
+            "policy": {"type": "string"},
+            "entries": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every route."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "incident-commander operator API",
+            "version": __version__,
+            "description": (
+                "Exchanges API keys for short-lived JWTs, answers model-routing decisions under the "
+                "budget's action, records LLM usage into the budget ledger, and reports policy state. "
+                "Every credential is scoped to one IncidentPolicy."
+            ),
+        },
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apiKey": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "`ApiKey ick_<keyId>_<secret>` from the client's Secret.",
+                },
+            },
+            "schemas": SCHEMAS,
+        },
+        "paths": {
+            "/v1/token": {
+                "post": {
+                    "summary": "Exchange an API key for a JWT",
+                    "operationId": "issueToken",
+                    "security": [{"apiKey": []}],
+                    "responses": {
+                        "200": _json(_ref("Token"), "A signed token for the key's client."),
+                        "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
+                        "503": _error("The policy has no signing key yet."),
+                    },
+                }
+            },
+            "/v1/jwks/{namespace}/{policy}": {
+                "get": {
+                    "summary": "The policy's public signing keys",
+                    "operationId": "getJwks",
+                    "security": [],
+                    "parameters": [
+                        *_PATH_PARAMS,
+                        {"name": "policy", "in": "path", "required": True, "schema": _NAME},
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Jwks"), "A JSON Web Key Set."),
+                        "404": _error("No such policy, or no keys yet."),
+                    },
+                }
+            },
+            "/v1/route": {
+                "post": {
+                    "summary": "Choose a model for a task (responder and above)",
+                    "operationId": "route",
+                    "security": _SECURED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("RouteRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("RouteDecision"), "The model to use and why."),
+                        "400": _BAD_REQUEST,
+                        "401": _UNAUTHORIZED,
+                        "402": _error(
+                            "Routing refused: the budget is halted and the severity is not the most severe."
+                        ),
+                        "403": _FORBIDDEN,
+                        "413": _TOO_LARGE,
+                        "415": _NOT_JSON,
+                        "429": _RATE_LIMITED,
+                    },
+                }
+            },
+            "/v1/usage": {
+                "post": {
+                    "summary": "Record LLM usage into the budget ledger (responder and above)",
+                    "operationId": "recordUsage",
+                    "security": _SECURED,
+                    "parameters": [
+                        {
+                            "name": "Idempotency-Key",
+                            "in": "header",
+                            "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "description": "A retried report with the same key is counted once.",
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("UsageReport")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("UsageRecorded"), "Already recorded under this Idempotency-Key."),
+                        "201": _json(_ref("UsageRecorded"), "Recorded."),
+                        "400": _BAD_REQUEST,
+                        "401": _UNAUTHORIZED,
+                        "403": _FORBIDDEN,
+                        "409": _error("The policy has no budgetRef."),
+                        "413": _TOO_LARGE,
+                        "415": _NOT_JSON,
+                        "422": _error("The budget has no pricing for this model, or its currency differs."),
+                        "429": _RATE_LIMITED,
+                        "503": _error("The budget or its ledger is not available; retry."),
+                    },
+                }
+            },
+            "/v1/policies/{namespace}/{name}": {
+                "get": {
+                    "summary": "Effective routing, budget state and key states (viewer and above)",
+                    "operationId": "getPolicy",
+                    "security": _SECURED,
+                    "parameters": [
+                        *_PATH_PARAMS,
+                        {"name": "name", "in": "path", "required": True, "schema": _NAME},
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Policy"), "The policy as the API enforces it."),
+                        "401": _UNAUTHORIZED,
+                        "403": _FORBIDDEN,
+                        "404": _error("No such policy."),
+                        "429": _RATE_LIMITED,
+                    },
+                }
+            },
+            "/v1/summary": {
+                "get": {
+                    "summary": "Counts by state, budget utilisation, recent decisions (viewer and above)",
+                    "operationId": "getSummary",
+                    "security": _SECURED,
+                    "responses": {
+                        "200": _json(_ref("Summary"), "The caller's policy and namespace at a glance."),
+                        "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
+                    },
+                }
+            },
+            "/v1/history": {
+                "get": {
+                    "summary": "Recent routing decisions and usage reports (viewer and above)",
+                    "operationId": "getHistory",
+                    "security": _SECURED,
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 50},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json(_ref("History"), "Newest first."),
+                        "400": _BAD_REQUEST,
+                        "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "operationId": "getOpenApi",
+                    "security": [],
+                    "responses": {
+                        "200": {"description": "The OpenAPI document.", "content": {"application/json": {}}}
+                    },
+                }
+            },
+        },
+    }
+
+
+def render() -> str:
+    """The document as written to docs/openapi.json."""
+    return json.dumps(document(), indent=2, sort_keys=False) + "\n"

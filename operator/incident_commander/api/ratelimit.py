@@ -1,0 +1,87 @@
+"""Per-client token buckets. Pure: the caller passes the time, so tests need no sleeping.
+
+A bucket holds at most ``burst`` tokens and refills at ``rate`` tokens per
+second. A request takes ``cost`` tokens (1 normally; more while a budget
+throttles routing, which tightens that route without a second bucket). All of
+this runs on the event loop thread, so no lock is needed for concurrent
+requests: each ``take`` is atomic with respect to the others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limit:
+    """``requestsPerMinute`` and ``burst`` of a policy's ``auth.rateLimit``."""
+
+    per_minute: int
+    burst: int
+
+    @property
+    def rate(self) -> float:
+        return self.per_minute / 60.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verdict:
+    allowed: bool
+    retry_after: float
+    """Seconds until the request would be allowed (0 when allowed)."""
+
+
+class TokenBucket:
+    def __init__(self, limit: Limit, now: float) -> None:
+        self.limit = limit
+        self._tokens = float(limit.burst)
+        self._updated = now
+
+    def take(self, now: float, cost: float = 1.0) -> Verdict:
+        self._refill(now)
+        if self._tokens >= cost:
+            self._tokens -= cost
+            return Verdict(allowed=True, retry_after=0.0)
+        # A cost above the burst can never be paid in one go; let it through at the refill pace.
+        missing = min(cost, float(self.limit.burst)) - self._tokens
+        if missing <= 0:
+            self._tokens -= cost
+            return Verdict(allowed=True, retry_after=0.0)
+        return Verdict(allowed=False, retry_after=missing / self.limit.rate)
+
+    def _refill(self, now: float) -> None:
+        elapsed = max(0.0, now - self._updated)
+        self._tokens = min(float(self.limit.burst), self._tokens + elapsed * self.limit.rate)
+        self._updated = now
+
+
+class RateLimiter:
+    """One bucket per client key, rebuilt when the client's limit changes.
+
+    Idle buckets are evicted least-recently-used beyond ``max_clients``, so the
+    map stays bounded; an evicted bucket comes back full, which only ever
+    errs towards letting a long-idle client through.
+    """
+
+    def __init__(self, *, max_clients: int = 100_000) -> None:
+        self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
+        self._max = max_clients
+
+    def take(self, client: Hashable, limit: Limit, now: float, cost: float = 1.0) -> Verdict:
+        bucket = self._buckets.get(client)
+        if bucket is None or bucket.limit != limit:
+            bucket = TokenBucket(limit, now)
+            self._buckets[client] = bucket
+            if len(self._buckets) > self._max:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(client)
+        return bucket.take(now, cost)
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` takes whole seconds; round up so a client that obeys it succeeds."""
+    return str(max(1, math.ceil(seconds)))

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pytest
+
+from incident_commander.api.ratelimit import Limit, RateLimiter, TokenBucket, retry_after_header
+
+LIMIT = Limit(per_minute=60, burst=5)  # one token per second
+
+
+def test_burst_then_refill_at_the_rate() -> None:
+    bucket = TokenBucket(LIMIT, now=0.0)
+    assert all(bucket.take(0.0).allowed for _ in range(5))
+    refused = bucket.take(0.0)
+    assert not refused.allowed and refused.retry_after == pytest.approx(1.0)
+    assert not bucket.take(0.5).allowed
+    assert bucket.take(1.0).allowed
+    assert not bucket.take(1.0).allowed
+
+
+def test_tokens_never_exceed_the_burst() -> None:
+    bucket = TokenBucket(LIMIT, now=0.0)
+    accepted = sum(bucket.take(1000.0).allowed for _ in range(20))
+    assert accepted == 5
+
+
+def test_accepted_count_matches_rate_over_a_long_flood() -> None:
+    bucket = TokenBucket(Limit(per_minute=1200, burst=10), now=0.0)
+    accepted = sum(bucket.take(i * 0.001).allowed for i in range(10_000))  # 1000 req/s for 10 s
+    assert accepted == pytest.approx(10 + 20 * 10, abs=2)
+
+
+def test_cost_tightens_the_rate() -> None:
+    bucket = TokenBucket(LIMIT, now=0.0)
+    assert bucket.take(0.0, cost=4).allowed
+    refused = bucket.take(0.0, cost=4)
+    assert not refused.allowed and refused.retry_after == pytest.approx(3.0)
+
+
+def test_cost_above_burst_passes_only_with_a_full_bucket() -> None:
+    bucket = TokenBucket(LIMIT, now=0.0)
+    assert bucket.take(0.0, cost=8).allowed
+    assert not bucket.take(5.0, cost=8).allowed  # in debt: -3 + 5 = 2 tokens
+    assert bucket.take(8.0, cost=8).allowed
+
+
+def test_limiter_keeps_clients_apart_and_follows_limit_changes() -> None:
+    limiter = RateLimiter()
+    assert sum(limiter.take("a", LIMIT, 0.0).allowed for _ in range(10)) == 5
+    assert sum(limiter.take("b", LIMIT, 0.0).allowed for _ in range(10)) == 5
+    wider = Limit(per_minute=60, burst=8)
+    assert sum(limiter.take("a", wider, 0.0).allowed for _ in range(10)) == 8
+
+
+def test_limiter_evicts_least_recently_used() -> None:
+    limiter = RateLimiter(max_clients=2)
+    for _ in range(5):
+        limiter.take("a", LIMIT, 0.0)
+    limiter.take("b", LIMIT, 0.0)
+    limiter.take("c", LIMIT, 0.0)  # evicts "a"
+    assert limiter.take("a", LIMIT, 0.0).allowed
+
+
+@pytest.mark.parametrize(
+    ("seconds", "header"), [(0.0, "1"), (0.2, "1"), (1.0, "1"), (1.01, "2"), (59.5, "60")]
+)
+def test_retry_after_rounds_up(seconds: float, header: str) -> None:
+    assert retry_after_header(seconds) == header

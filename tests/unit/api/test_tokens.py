@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import base64
+import json
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import pytest
+
+from incident_commander.api.keyring import Keyring
+from incident_commander.api.principal import AuthFailure, Principal
+from incident_commander.api.tokens import TokenSettings, issue_token, verify_token
+from incident_commander.credentials import signing
+from tests.unit.api.keys import NOW, NS, client, keyring_with, retire, signing_secret
+
+SETTINGS = TokenSettings(issuer="ic", audience="api", ttl=timedelta(minutes=15))
+
+
+def setup(algorithm: signing.Algorithm = "EdDSA") -> tuple[Keyring, Principal, signing.SigningKey]:
+    keyring, keys, key = keyring_with("p", [client("agent", "responder")], algorithm)
+    principal = keyring.verify_api_key(keys["agent"], NOW)
+    assert isinstance(principal, Principal)
+    return keyring, principal, key
+
+
+def verify(keyring: Keyring, token: str, at: Any = NOW) -> Principal | AuthFailure:
+    return verify_token(token, keyring=keyring, settings_for=lambda _: SETTINGS, now=at)
+
+
+@pytest.mark.parametrize("algorithm", ["EdDSA", "ES256", "RS256"])
+def test_round_trip_for_every_algorithm(algorithm: signing.Algorithm) -> None:
+    keyring, principal, key = setup(algorithm)
+    issued = issue_token(principal, keyring=keyring, settings=SETTINGS, now=NOW)
+    assert issued is not None and issued.kid == key.kid
+    assert verify(keyring, issued.token) == Principal(**{**principal.__dict__, "method": "jwt"})
+    assert issued.expires_at == NOW + timedelta(minutes=15)
+
+
+def claims(principal: Principal, **changes: Any) -> dict[str, Any]:
+    now = int(NOW.timestamp())
+    base = {
+        "iss": "ic", "aud": "api", "sub": principal.client, "role": principal.role,
+        "policy": principal.policy, "ns": principal.namespace, "akid": principal.key_id,
+        "iat": now, "nbf": now, "exp": now + 60,
+    }  # fmt: skip
+    base.update(changes)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def signed(key: signing.SigningKey, payload: dict[str, Any], **header: Any) -> str:
+    return jwt.encode(payload, key.private_key(), algorithm=key.algorithm, headers={"kid": key.kid, **header})
+
+
+def b64(data: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
+def reason(result: Principal | AuthFailure) -> str:
+    assert isinstance(result, AuthFailure), result
+    return result.reason
+
+
+def test_rejections_name_their_reason() -> None:
+    keyring, principal, key = setup()
+    good = claims(principal)
+    assert isinstance(verify(keyring, signed(key, good)), Principal)
+    assert (
+        reason(verify(keyring, signed(key, claims(principal, exp=int(NOW.timestamp()) - 1))))
+        == "expired_token"
+    )
+    assert (
+        reason(verify(keyring, signed(key, claims(principal, nbf=int(NOW.timestamp()) + 30))))
+        == "token_not_yet_valid"
+    )
+    assert reason(verify(keyring, signed(key, claims(principal, aud="other")))) == "wrong_audience"
+    assert reason(verify(keyring, signed(key, claims(principal, iss="other")))) == "wrong_issuer"
+    assert reason(verify(keyring, signed(key, claims(principal, exp=None)))) == "invalid_token"
+    assert reason(verify(keyring, signed(key, claims(principal, iat=int(NOW.timestamp()) + 30)))) == (
+        "token_not_yet_valid"
+    )
+    assert reason(verify(keyring, signed(key, claims(principal, policy="q")))) == "policy_mismatch"
+    assert reason(verify(keyring, signed(key, claims(principal, akid="0" * 16)))) == "revoked_api_key"
+    assert reason(verify(keyring, signed(key, claims(principal, role="admin")))) == "revoked_api_key"
+    assert reason(verify(keyring, "not a token")) == "malformed_token"
+    assert reason(verify(keyring, "x" * 9000)) == "malformed_token"
+
+
+def test_algorithm_confusion_is_refused() -> None:
+    keyring, principal, key = setup("RS256")
+    payload = claims(principal)
+    none_token = f"{b64({'alg': 'none', 'kid': key.kid})}.{b64(payload)}."
+    assert reason(verify(keyring, none_token)) == "algorithm_mismatch"
+    public_pem = (
+        key.private_key()
+        .public_key()
+        .public_bytes(
+            signing.serialization.Encoding.PEM, signing.serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    import hashlib
+    import hmac
+
+    signing_input = f"{b64({'alg': 'HS256', 'kid': key.kid})}.{b64(payload)}"
+    mac = hmac.new(public_pem, signing_input.encode(), hashlib.sha256).digest()
+    hs_token = f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    assert reason(verify(keyring, hs_token)) == "algorithm_mismatch"
+    # A token whose header says RS256 but whose key is EdDSA (a swapped kid) fails the pin too.
+    other = signing.generate_signing_key("EdDSA", NOW)
+    swapped = signed(other, payload)
+    assert reason(verify(keyring, swapped)) == "unknown_kid"
+
+
+def test_tampered_payload_fails_the_signature() -> None:
+    keyring, principal, key = setup()
+    header, _, signature = signed(key, claims(principal)).split(".")
+    forged = f"{header}.{b64(claims(principal, sub='someone-else'))}.{signature}"
+    assert reason(verify(keyring, forged)) == "bad_signature"
+
+
+def test_retired_key_verifies_until_not_after() -> None:
+    keyring, principal, key = setup()
+    token = signed(key, claims(principal, exp=int(NOW.timestamp()) + 3600))
+    fresh = signing.generate_signing_key("EdDSA", NOW)
+    keyring.secret_event("MODIFIED", signing_secret("p", (fresh, retire(key, NOW + timedelta(minutes=5)))))
+    assert isinstance(verify(keyring, token, NOW + timedelta(minutes=4)), Principal)
+    assert reason(verify(keyring, token, NOW + timedelta(minutes=5))) == "unknown_kid"
+    issued = issue_token(principal, keyring=keyring, settings=SETTINGS, now=NOW)
+    assert issued is not None and issued.kid == fresh.kid
+
+
+def test_no_signing_key_no_token() -> None:
+    keyring, principal, _ = setup()
+    keyring.secret_event("DELETED", signing_secret("p", ()))
+    assert issue_token(principal, keyring=keyring, settings=SETTINGS, now=NOW) is None
+    assert principal.namespace == NS
