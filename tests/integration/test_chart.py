@@ -152,7 +152,7 @@ def test_deployment_is_restricted_and_probed(tools: Kube) -> None:
     assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "api"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "api", "scheme": "HTTP"}
     args = container["args"]
     assert "--all-namespaces" in args and f"--liveness=http://0.0.0.0:{ports['health']}/healthz" in args
     assert f"--api-port={ports['api']}" in args and f"--metrics-port={ports['metrics']}" in args
@@ -457,3 +457,21 @@ def test_helm_test_hook_checks_readiness_and_metrics(tools: Kube) -> None:
         ':8443/readyz"' in script and ':9090/metrics"' in script and "incident_commander_build_info" in script
     )
     assert hook["spec"]["securityContext"]["runAsNonRoot"] is True
+    compile(script, "hook", "exec")
+
+
+def test_api_tls_from_a_secret(tools: Kube) -> None:
+    objects = render(tools, {"api.tls.secretName": "ic-api-tls"})
+    [deployment] = find(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert "--tls-cert-file=/etc/incident-commander/tls/tls.crt" in container["args"]
+    assert "--tls-key-file=/etc/incident-commander/tls/tls.key" in container["args"]
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert mounts["api-tls"]["mountPath"] == "/etc/incident-commander/tls" and mounts["api-tls"]["readOnly"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["api-tls"]["secret"]["secretName"] == "ic-api-tls"
+    [hook] = find(objects, "Pod")
+    assert f'"https://{FULLNAME}.ic-system.svc:8443/readyz"' in hook["spec"]["containers"][0]["command"][-1]
+    kubernetes_validate.validate(deployment, control_plane_version(), strict=True)
