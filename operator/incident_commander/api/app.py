@@ -36,7 +36,7 @@ from incident_commander.api.routing import (
     RouteRequest,
     decide_route,
 )
-from incident_commander.api.tokens import TokenSettings, issue_token, verify_token
+from incident_commander.api.tokens import TokenSettings, VerifiedTokens, issue_token, verify_token
 from incident_commander.clock import Clock, system_clock
 from incident_commander.credentials.api_keys import format_time
 
@@ -94,6 +94,7 @@ class ApiContext:
     monotonic: Callable[[], float] = time.monotonic
     history: History = field(default_factory=History)
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    verified_tokens: VerifiedTokens = field(default_factory=VerifiedTokens)
     cors_origins: frozenset[str] = frozenset()
     max_body_bytes: int = MAX_BODY_BYTES
 
@@ -128,7 +129,9 @@ def _challenge(error: str | None, *, api_key_only: bool) -> str:
     return f"ApiKey {REALM}" if api_key_only else f"{bearer}, ApiKey {REALM}"
 
 
-def authenticate(request: web.Request, ctx: ApiContext, *, api_key_only: bool) -> Principal:
+def authenticate(
+    request: web.Request, ctx: ApiContext, *, api_key_only: bool
+) -> tuple[Principal, PolicyView]:
     header = request.headers.get("Authorization")
     if not header:
         raise _unauthenticated(
@@ -142,7 +145,11 @@ def authenticate(request: web.Request, ctx: ApiContext, *, api_key_only: bool) -
         result = ctx.keyring.verify_api_key(credential, now)
     elif scheme.lower() == "bearer" and credential and not api_key_only:
         result = verify_token(
-            credential, keyring=ctx.keyring, settings_for=lambda p: _token_settings(ctx, p), now=now
+            credential,
+            keyring=ctx.keyring,
+            settings_for=lambda p: _token_settings(ctx, p),
+            now=now,
+            cache=ctx.verified_tokens,
         )
     else:
         expected = "ApiKey" if api_key_only else "Bearer or ApiKey"
@@ -151,14 +158,15 @@ def authenticate(request: web.Request, ctx: ApiContext, *, api_key_only: bool) -
         )
     if isinstance(result, AuthFailure):
         raise _unauthenticated(request, ctx, result, api_key_only)
-    if ctx.directory.policy(result.namespace, result.policy) is None:
+    view = ctx.directory.policy(result.namespace, result.policy)
+    if view is None:
         raise _unauthenticated(
             request,
             ctx,
             AuthFailure(reason="unknown_policy", detail="the credential's policy no longer exists"),
             api_key_only,
         )
-    return result
+    return result, view
 
 
 def _token_settings(ctx: ApiContext, policy: tuple[str, str]) -> TokenSettings | None:
@@ -220,61 +228,84 @@ def _cors_headers(origin: str) -> dict[str, str]:
     }
 
 
+class _RequestCounters:
+    """Label children cached by their label values: ``labels()`` validates and locks on each call,
+    which is a measurable share of a fast request. The label sets are bounded (route templates,
+    methods, statuses, roles), so the cache is too."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self._metrics = metrics
+        self._requests: dict[tuple[str, str, int, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def observe(self, route: str, method: str, status: int, role: str, seconds: float) -> None:
+        key = (route, method, status, role)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._metrics.requests.labels(route=route, method=method, status=str(status), role=role)
+            self._requests[key] = counter
+        counter.inc()
+        histogram = self._durations.get(route)
+        if histogram is None:
+            histogram = self._durations[route] = self._metrics.duration.labels(route=route)
+        histogram.observe(seconds)
+
+
 def build_middlewares(ctx: ApiContext) -> list[Any]:
+    """One middleware (each layer costs a coroutine per request): CORS, errors as JSON, metrics.
+
+    CORS headers go on every answer to an allowed origin, errors included, so a browser can read
+    why it was refused; preflights from other origins are refused outright.
+    """
+    counters = _RequestCounters(ctx.metrics)
+
     @web.middleware
-    async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            route = _route_label(request)
-            principal = request.get("principal")
-            role = principal.role if isinstance(principal, Principal) else "anonymous"
-            ctx.metrics.requests.labels(
-                route=route, method=request.method, status=str(status), role=role
-            ).inc()
-            ctx.metrics.duration.labels(route=route).observe(time.perf_counter() - started)
-
-    @web.middleware
-    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except ApiError as error:
-            return error_response(error.status, error.reason, error.message, error.headers)
-        except web.HTTPRequestEntityTooLarge:
-            return error_response(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
-        except web.HTTPMethodNotAllowed as exc:
-            return error_response(
-                405,
-                "MethodNotAllowed",
-                f"{request.method} is not allowed here",
-                {"Allow": ", ".join(sorted(exc.allowed_methods))},
-            )
-        except web.HTTPNotFound:
-            return error_response(404, "NotFound", "no such route")
-        except web.HTTPException as exc:
-            return error_response(exc.status, exc.reason.replace(" ", ""), exc.reason)
-        except Exception:
-            logger.exception("API request %s %s failed", request.method, _route_label(request))
-            return error_response(500, "InternalError", "the operator could not answer; see its log")
-
-    @web.middleware
-    async def cors(request: web.Request, handler: Handler) -> web.StreamResponse:
         origin = request.headers.get("Origin")
         allowed = origin is not None and origin in ctx.cors_origins
+        response: web.StreamResponse
         if request.method == "OPTIONS" and origin is not None:
-            if not allowed:
-                return error_response(403, "CorsDenied", "this origin is not allowed")
-            return web.Response(status=204, headers=_cors_headers(origin))
-        response = await handler(request)
+            response = (
+                web.Response(status=204, headers=_cors_headers(origin))
+                if allowed
+                else error_response(403, "CorsDenied", "this origin is not allowed")
+            )
+        else:
+            response = await _answer(request, handler, ctx)
         if allowed and origin is not None:
             response.headers.update(_cors_headers(origin))
+        principal = request.get("principal")
+        role = principal.role if isinstance(principal, Principal) else "anonymous"
+        counters.observe(
+            _route_label(request), request.method, response.status, role, time.perf_counter() - started
+        )
         return response
 
-    return [observe, errors, cors]
+    return [pipeline]
+
+
+async def _answer(request: web.Request, handler: Handler, ctx: ApiContext) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error.status, error.reason, error.message, error.headers)
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(
+            405,
+            "MethodNotAllowed",
+            f"{request.method} is not allowed here",
+            {"Allow": ", ".join(sorted(exc.allowed_methods))},
+        )
+    except web.HTTPNotFound:
+        return error_response(404, "NotFound", "no such route")
+    except web.HTTPException as exc:
+        return error_response(exc.status, exc.reason.replace(" ", ""), exc.reason)
+    except Exception:
+        logger.exception("API request %s %s failed", request.method, _route_label(request))
+        return error_response(500, "InternalError", "the operator could not answer; see its log")
 
 
 # -- helpers for handlers --------------------------------------------------------------------------
@@ -304,7 +335,7 @@ def admit(
     cost: Callable[[PolicyView], float] | None = None,
 ) -> tuple[Principal, PolicyView]:
     """Authenticate, check the role and charge the client's rate limit."""
-    principal = authenticate(request, ctx, api_key_only=api_key_only)
+    principal, view = authenticate(request, ctx, api_key_only=api_key_only)
     request["principal"] = principal
     if not principal.has_role(minimum):
         raise _forbidden(
@@ -314,8 +345,6 @@ def admit(
             "insufficient_role",
             f"role {principal.role} may not do this; {minimum} or above may",
         )
-    view = ctx.directory.policy(principal.namespace, principal.policy)
-    assert view is not None  # authenticate() refuses credentials of unknown policies
     verdict = ctx.limiter.take(
         principal.rate_key, view.rate_limit, ctx.monotonic(), cost(view) if cost else 1.0
     )
@@ -405,7 +434,7 @@ def build_api_app(ctx: ApiContext) -> web.Application:
         )
         key = (principal.namespace, principal.policy)
         entry = {
-            "at": format_time(ctx.clock()),
+            "at": ctx.clock(),
             "client": principal.client,
             "taskType": body.task_type,
             "complexity": body.complexity,
@@ -463,7 +492,7 @@ def build_api_app(ctx: ApiContext) -> web.Application:
             (principal.namespace, principal.policy),
             "usage",
             {
-                "at": format_time(ctx.clock()),
+                "at": ctx.clock(),
                 "client": principal.client,
                 "model": body.model,
                 "cost": recorded.get("cost"),

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+
+from incident_commander.credentials.api_keys import format_time
 
 PolicyKey = tuple[str, str]
 DEFAULT_DEPTH = 100
@@ -33,8 +36,12 @@ class History:
         counts[kind] = counts.get(kind, 0) + 1
 
     def recent(self, policy: PolicyKey, limit: int) -> list[dict[str, Any]]:
-        entries = list(self._entries.get(policy, ()))
-        return list(reversed(entries[-limit:]))
+        """Newest first; times (stored as datetimes, cheap to record) are formatted here."""
+        entries = list(self._entries.get(policy, ()))[-limit:]
+        return [
+            {k: format_time(v) if isinstance(v, datetime) else v for k, v in entry.items()}
+            for entry in reversed(entries)
+        ]
 
     def counts(self, policy: PolicyKey) -> dict[str, int]:
         return dict(self._counts.get(policy, {}))

@@ -11,13 +11,15 @@ key is revoked, or rotated out past its grace period, its tokens stop working.
 from __future__ import annotations
 
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import jwt
 
-from incident_commander.api.keyring import Keyring, PolicyKey
+from incident_commander.api.keyring import Keyring, LoadedSigningKey, PolicyKey
 from incident_commander.api.principal import AuthFailure, Principal
 
 MAX_TOKEN_BYTES = 8192
@@ -69,14 +71,59 @@ def issue_token(
     )
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Verified:
+    claims: dict[str, Any]
+    signing_key: LoadedSigningKey
+    settings: TokenSettings
+
+
+class VerifiedTokens:
+    """Tokens whose signature and issuer/audience already verified, so a client re-using its token
+    does not pay for the signature check on every request.
+
+    Only what cannot change for the same token string is cached (the signature verified over
+    exactly these bytes, and their claims). Everything that can change is re-checked on every hit:
+    the signing key must still be the same loaded key and not past ``notAfter``, the policy's
+    issuer and audience unchanged, the times valid now, and the API key behind the token valid
+    now. Bounded, least recently used out first.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, _Verified] = OrderedDict()
+        self._max = max_entries
+
+    def get(self, token: str) -> _Verified | None:
+        found = self._entries.get(token)
+        if found is not None:
+            self._entries.move_to_end(token)
+        return found
+
+    def put(self, token: str, verified: _Verified) -> None:
+        self._entries[token] = verified
+        if len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 def verify_token(
     token: str,
     *,
     keyring: Keyring,
     settings_for: Callable[[PolicyKey], TokenSettings | None],
     now: datetime,
+    cache: VerifiedTokens | None = None,
 ) -> Principal | AuthFailure:
     """The principal a Bearer token authenticates, or why it does not."""
+    if cache is not None:
+        hit = cache.get(token)
+        if hit is not None:
+            current = keyring.verification_key(hit.signing_key.kid, now)
+            policy = (hit.signing_key.namespace, hit.signing_key.policy)
+            if current is hit.signing_key and settings_for(policy) == hit.settings:
+                return _authorize(hit.claims, policy, keyring, now)
     if len(token) > MAX_TOKEN_BYTES:
         return AuthFailure(reason="malformed_token", detail="the token is too long")
     try:
@@ -118,6 +165,15 @@ def verify_token(
         return AuthFailure(reason="bad_signature", detail="the token's signature does not verify")
     except jwt.PyJWTError:
         return AuthFailure(reason="invalid_token", detail="the token is not valid")
+    if cache is not None:
+        cache.put(token, _Verified(claims=claims, signing_key=signing_key, settings=settings))
+    return _authorize(claims, policy, keyring, now)
+
+
+def _authorize(
+    claims: dict[str, Any], policy: PolicyKey, keyring: Keyring, now: datetime
+) -> Principal | AuthFailure:
+    """The checks that depend on time and on the API key's state: run on every request."""
     timing = _check_times(claims, now.timestamp())
     if timing is not None:
         return timing
@@ -139,13 +195,13 @@ def verify_token(
     )
 
 
-def _check_times(claims: dict[str, object], now: float) -> AuthFailure | None:
-    times = [claims.get(name) for name in ("exp", "nbf", "iat")]
-    if not all(isinstance(t, int | float) and not isinstance(t, bool) for t in times):
-        return AuthFailure(reason="invalid_token", detail="exp, nbf and iat must be numbers")
-    expires, not_before, issued = (float(t) for t in times)  # type: ignore[arg-type]
-    if now >= expires:
+def _check_times(claims: dict[str, Any], now: float) -> AuthFailure | None:
+    expires, not_before, issued = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    for value in (expires, not_before, issued):
+        if type(value) not in (int, float):  # bool is not a time either
+            return AuthFailure(reason="invalid_token", detail="exp, nbf and iat must be numbers")
+    if now >= expires:  # type: ignore[operator]
         return AuthFailure(reason="expired_token", detail="the token has expired")
-    if now < not_before or now < issued:
+    if now < not_before or now < issued:  # type: ignore[operator]
         return AuthFailure(reason="token_not_yet_valid", detail="the token is not valid yet")
     return None

@@ -10,7 +10,7 @@ import pytest
 
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.principal import AuthFailure, Principal
-from incident_commander.api.tokens import TokenSettings, issue_token, verify_token
+from incident_commander.api.tokens import TokenSettings, VerifiedTokens, issue_token, verify_token
 from incident_commander.credentials import signing
 from tests.unit.api.keys import NOW, NS, client, keyring_with, retire, signing_secret
 
@@ -134,3 +134,43 @@ def test_no_signing_key_no_token() -> None:
     keyring.secret_event("DELETED", signing_secret("p", ()))
     assert issue_token(principal, keyring=keyring, settings=SETTINGS, now=NOW) is None
     assert principal.namespace == NS
+
+
+def test_cached_tokens_still_see_revocation_expiry_and_key_retirement() -> None:
+    keyring, principal, key = setup()
+    cache = VerifiedTokens()
+    token = signed(key, claims(principal, exp=int(NOW.timestamp()) + 600))
+
+    def check(at: Any = NOW) -> Principal | AuthFailure:
+        return verify_token(token, keyring=keyring, settings_for=lambda _: SETTINGS, now=at, cache=cache)
+
+    assert isinstance(check(), Principal) and len(cache) == 1
+    assert isinstance(check(), Principal)
+    assert reason(check(NOW + timedelta(minutes=10))) == "expired_token"
+    # The signing key is retired and then gone: the cached verification no longer counts.
+    fresh = signing.generate_signing_key("EdDSA", NOW)
+    keyring.secret_event("MODIFIED", signing_secret("p", (fresh, retire(key, NOW + timedelta(minutes=1)))))
+    assert isinstance(check(), Principal)
+    assert reason(check(NOW + timedelta(minutes=2))) == "unknown_kid"
+    # A tampered token never matches a cached one.
+    header, payload, signature = token.split(".")
+    assert reason(check_other(keyring, cache, f"{header}.{payload}.{signature[:-2]}AA")) in {
+        "bad_signature",
+        "invalid_token",
+    }
+
+
+def check_other(keyring: Keyring, cache: VerifiedTokens, token: str) -> Principal | AuthFailure:
+    return verify_token(token, keyring=keyring, settings_for=lambda _: SETTINGS, now=NOW, cache=cache)
+
+
+def test_cached_tokens_see_a_changed_audience() -> None:
+    keyring, principal, key = setup()
+    cache = VerifiedTokens()
+    token = signed(key, claims(principal))
+    assert isinstance(
+        verify_token(token, keyring=keyring, settings_for=lambda _: SETTINGS, now=NOW, cache=cache), Principal
+    )
+    moved = TokenSettings(issuer="ic", audience="elsewhere", ttl=timedelta(minutes=15))
+    result = verify_token(token, keyring=keyring, settings_for=lambda _: moved, now=NOW, cache=cache)
+    assert reason(result) == "wrong_audience"
