@@ -13,6 +13,7 @@ from incident_commander import __version__
 from incident_commander.config import OperatorConfig, config_from_args
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.operator_app import build_registry
+from incident_commander.telemetry.tracing import Tracing, TracingConfigError, build_tracing
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +32,9 @@ def configure_logging(config: OperatorConfig) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
-async def run_operator(config: OperatorConfig) -> None:
-    """Run until SIGINT/SIGTERM (kopf installs the signal handlers)."""
-    registry = build_registry(config, OperatorMetrics())
+async def run_operator(config: OperatorConfig, tracing: Tracing | None = None) -> None:
+    """Run until SIGINT/SIGTERM (kopf installs the signal handlers); kopf's cleanup flushes ``tracing``."""
+    registry = build_registry(config, OperatorMetrics(), tracing)
     await kopf.operator(
         registry=registry,
         clusterwide=config.all_namespaces,
@@ -41,6 +42,7 @@ async def run_operator(config: OperatorConfig) -> None:
         liveness_endpoint=config.liveness_endpoint or None,
         standalone=config.peering_name is None,
         peering_name=config.peering_name,
+        priority=config.peering_priority,
     )
 
 
@@ -50,7 +52,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config)
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespaces)
     logger.info("incident-commander %s starting; watching %s", __version__, scope)
-    asyncio.run(run_operator(config))
+    try:
+        tracing = build_tracing()
+    except TracingConfigError as error:
+        logger.error("invalid OpenTelemetry settings: %s", error)
+        return 2
+    asyncio.run(run_operator(config, tracing))
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,6 +50,11 @@ class OperatorConfig:
 
     peering_name: str | None = None
     """kopf peering object for running several replicas; None runs standalone."""
+
+    peering_priority: int = 0
+    """This replica's kopf peering priority: the highest runs, the others stand by. kopf pauses
+    every replica that sees a peer of equal priority, so replicas must differ; unset, a random
+    one is drawn at startup."""
 
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """Origins allowed to call the API from a browser; empty denies all."""
@@ -108,6 +114,12 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="kopf peering name for several replicas (needs the peering CRDs); standalone if unset",
     )
     run.add_argument(
+        "--peering-priority",
+        type=int,
+        default=int(_env(env, "PEERING_PRIORITY", "0")) or None,
+        help="kopf peering priority of this replica (distinct per replica); random if unset",
+    )
+    run.add_argument(
         "--cors-origin",
         action="append",
         dest="cors_origins",
@@ -146,6 +158,7 @@ def config_from_args(
         log_format=args.log_format,
         log_level=args.log_level.upper(),
         peering_name=args.peering_name,
+        peering_priority=args.peering_priority or secrets.randbelow(1_000_000) + 1,
         cors_origins=tuple(args.cors_origins),
         deletion_timeout=parse_duration(args.deletion_timeout),
         tls_cert_file=args.tls_cert_file,

@@ -7,6 +7,7 @@ side effects and tests can run one in-process if they want.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,13 +28,15 @@ from incident_commander.kube_api import KubeApi, load_api_client
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.policies import PolicyRegistry
 from incident_commander.servers import HttpServers
+from incident_commander.telemetry import aiohttp as traced_http
+from incident_commander.telemetry.tracing import Tracing, disabled
 
 logger = logging.getLogger(__name__)
 
 FINALIZER = f"{API_GROUP}/finalizer"
 
 
-def apply_settings(settings: kopf.OperatorSettings) -> None:
+def apply_settings(settings: kopf.OperatorSettings, *, namespaced: bool = False) -> None:
     """Our own finalizer and annotation prefix, and Events only for what we post ourselves.
 
     kopf mirrors handler log lines into Events by default; we post Events on
@@ -48,20 +51,29 @@ def apply_settings(settings: kopf.OperatorSettings) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    if namespaced:
+        # Listed namespaces and known CRDs: nothing to discover, and the chart's namespaced RBAC
+        # then needs no cluster-wide read of Namespaces or CRDs.
+        settings.scanning.disabled = True
 
 
-def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.OperatorRegistry:
-    """A registry with every handler of this operator."""
+def build_registry(
+    config: OperatorConfig, metrics: OperatorMetrics, tracing: Tracing | None = None
+) -> kopf.OperatorRegistry:
+    """A registry with every handler of this operator; ``tracing`` is shut down (flushed) at cleanup."""
     registry = kopf.OperatorRegistry()
+    tracing = tracing or disabled()
+    tracer = tracing.tracer
     kube = KubeApi(load_api_client())
-    connections = ConnectionRegistry(kube=kube, metrics=metrics)
-    budgets = BudgetRegistry(kube=kube, connections=connections, metrics=metrics)
+    connections = ConnectionRegistry(kube=kube, metrics=metrics, tracer=tracer)
+    budgets = BudgetRegistry(kube=kube, connections=connections, metrics=metrics, tracer=tracer)
     policies = PolicyRegistry(
         kube=kube,
         connections=connections,
         metrics=metrics,
         deletion_timeout=config.deletion_timeout,
         budget_state=budgets.state,
+        tracer=tracer,
     )
     budgets.subscribe(policies.budget_changed)
     keyring, directory = Keyring(), Directory()
@@ -77,11 +89,13 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
             cors_origins=frozenset(config.cors_origins),
         )
     )
+    if tracing.enabled:
+        traced_http.instrument(api, tracer)
     servers = HttpServers(config=config, metrics=metrics, api=api)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        apply_settings(settings)
+        apply_settings(settings, namespaced=not config.all_namespaces)
         await servers.start()
 
     @kopf.on.login(registry=registry)
@@ -97,6 +111,7 @@ def build_registry(config: OperatorConfig, metrics: OperatorMetrics) -> kopf.Ope
         await budgets.close()
         await connections.close()
         await servers.stop()
+        await asyncio.to_thread(tracing.shutdown)
 
     awsconnection.register(registry, connections)
     incidentpolicy.register(registry, policies)

@@ -227,12 +227,14 @@ def test_rbac_is_least_privilege(tools: Kube) -> None:
     }
 
     namespaced = render(tools, {"watchNamespaces": ["team-a", "team-b"]})
-    [discovery] = find(namespaced, "ClusterRole")
+    assert not find(namespaced, "ClusterRole") and not find(namespaced, "ClusterRoleBinding")
+    with_discovery = render(tools, {"watchNamespaces": ["team-a", "team-b"], "rbac.clusterDiscovery": True})
+    [discovery] = find(with_discovery, "ClusterRole")
     assert rules(discovery) == [
         ("", "namespaces", ("list", "watch"), ()),
         ("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch"), ()),
     ]
-    [discovery_binding] = find(namespaced, "ClusterRoleBinding")
+    [discovery_binding] = find(with_discovery, "ClusterRoleBinding")
     assert discovery_binding["roleRef"]["name"] == discovery["metadata"]["name"]
     roles_only = render(tools, {"watchNamespaces": ["team-a"], "rbac.clusterDiscovery": False})
     assert not find(roles_only, "ClusterRole") and not find(roles_only, "ClusterRoleBinding")

@@ -31,3 +31,17 @@ def test_all_namespaces_and_namespace_are_exclusive() -> None:
 def test_bad_log_format_is_refused() -> None:
     with pytest.raises(SystemExit):
         config_from_args(["run", "--log-format", "xml"], environ={})
+
+
+def test_peering_priority_from_flag_env_or_random() -> None:
+    assert config_from_args(["run", "--peering-priority", "7"], environ={}).peering_priority == 7
+    assert config_from_args(["run"], environ={"IC_PEERING_PRIORITY": "9"}).peering_priority == 9
+    drawn = {config_from_args(["run"], environ={}).peering_priority for _ in range(20)}
+    assert len(drawn) > 1 and all(p > 0 for p in drawn)
+
+
+def test_tls_needs_both_files() -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(["run", "--tls-cert-file", "/c.pem"], environ={})
+    config = config_from_args(["run", "--tls-cert-file", "/c.pem", "--tls-key-file", "/k.pem"], environ={})
+    assert (config.tls_cert_file, config.tls_key_file) == ("/c.pem", "/k.pem")
