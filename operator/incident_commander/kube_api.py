@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -73,8 +73,40 @@ class KubeApi:
     """Blocking adapter; callers on the event loop wrap calls in ``asyncio.to_thread``."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
+        self._api_client = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+
+    def list_secret_bodies(
+        self, namespaces: Sequence[str] | None, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """Secrets as plain JSON bodies (the shape watch events carry); all namespaces when None."""
+        if namespaces is None:
+            items = self._core.list_secret_for_all_namespaces(label_selector=label_selector).items
+        else:
+            items = [
+                item
+                for namespace in namespaces
+                for item in self._core.list_namespaced_secret(namespace, label_selector=label_selector).items
+            ]
+        serialize = self._api_client.sanitize_for_serialization
+        return [dict(serialize(item)) for item in items]  # type: ignore[no-untyped-call]
+
+    def list_custom_bodies(self, plural: str, namespaces: Sequence[str] | None) -> list[dict[str, Any]]:
+        """Objects of one of our kinds as JSON bodies; all namespaces when None."""
+        if namespaces is None:
+            found = cast(
+                dict[str, Any], self._custom.list_cluster_custom_object(API_GROUP, API_VERSION, plural)
+            )
+            return list(found.get("items") or [])
+        bodies: list[dict[str, Any]] = []
+        for namespace in namespaces:
+            page = cast(
+                dict[str, Any],
+                self._custom.list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural),
+            )
+            bodies.extend(page.get("items") or [])
+        return bodies
 
     def read_secret(self, namespace: str, name: str) -> SecretData | None:
         """The Secret's data, or None when it does not exist."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import sys
 import time
 import urllib.request
 import uuid
@@ -42,34 +41,17 @@ from tests.controlplane.localcluster import free_port
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.faultproxy import FaultProxy
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
-from tests.support.processes import ManagedProcess, http_ok
 
 pytestmark = pytest.mark.integration
 
 API = "incidentcommander.io/v1alpha1"
 PRICING = [{"model": "haiku", "inputPer1kTokens": "0.00025", "outputPer1kTokens": "0.00125"}]
-SINGLE_THREADED_MOTO = (
-    "import sys\n"
-    "from werkzeug.serving import run_simple\n"
-    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n"
-    "app = DomainDispatcherApplication(create_backend_app)\n"
-    "run_simple('127.0.0.1', int(sys.argv[1]), app, threaded=False)\n"
-)
 
 
 @pytest.fixture(scope="module")
 def serial_moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    port = free_port()
-    process = ManagedProcess(
-        "moto-serial",
-        [sys.executable, "-c", SINGLE_THREADED_MOTO, str(port)],
-        log_path=tmp_path_factory.mktemp("moto-serial") / "moto.log",
-        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"},
-    )
-    process.start()
-    server = MotoServer(process=process, url=f"http://127.0.0.1:{port}")
+    server = MotoServer.start(tmp_path_factory.mktemp("moto-serial"), serial=True)
     try:
-        process.wait_until(lambda: http_ok(f"{server.url}/moto-api/data.json"), timeout=60)
         yield server
     finally:
         server.stop()

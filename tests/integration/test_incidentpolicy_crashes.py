@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CRDS
-from tests.controlplane.localcluster import LocalControlPlane, build_binaries
 from tests.support.endpoints import OperatorProcess
+from tests.support.isolated import isolated_plane
 from tests.support.kube import Kube, wait_for
 from tests.support.policies import client_key, key_index, verifies
 
@@ -33,12 +32,7 @@ CLIENTS = [
 
 @pytest.fixture(scope="module")
 def isolated() -> Iterator[Kube]:
-    bin_dir = build_binaries()
-    with LocalControlPlane(bin_dir=bin_dir, start_controller_manager=False) as plane:
-        kube = Kube(kubeconfig=plane.kubeconfig, bin_dir=bin_dir)
-        kube.kubectl("apply", "-f", str(CRDS))
-        kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
-        kube.kubectl("create", "namespace", NAMESPACE)
+    with isolated_plane(NAMESPACE) as kube:
         yield kube
 
 

@@ -10,6 +10,16 @@ from tests.controlplane.localcluster import free_port
 from tests.support.kube import Kube
 from tests.support.processes import ManagedProcess, http_ok
 
+SINGLE_THREADED_MOTO = (
+    "import sys\n"
+    "from werkzeug.serving import run_simple\n"
+    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n"
+    "app = DomainDispatcherApplication(create_backend_app)\n"
+    "run_simple('127.0.0.1', int(sys.argv[1]), app, threaded=False)\n"
+)
+"""moto's threaded server does not make DynamoDB ``ADD`` atomic (concurrent updates of one item lose
+increments; real DynamoDB serialises them per item): ledger tests run moto single-threaded."""
+
 
 @dataclass
 class MotoServer:
@@ -20,12 +30,23 @@ class MotoServer:
 
     @classmethod
     def start(
-        cls, log_dir: Path, *, port: int | None = None, env: dict[str, str] | None = None, name: str = "moto"
+        cls,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "moto",
+        serial: bool = False,
     ) -> MotoServer:
         port = port or free_port()
+        argv = (
+            [sys.executable, "-c", SINGLE_THREADED_MOTO, str(port)]
+            if serial
+            else [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+        )
         process = ManagedProcess(
             "moto",
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            argv,
             log_path=log_dir / f"{name}.log",
             env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", **(env or {})},
         )
