@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
+
+from opentelemetry.trace import Tracer
 
 from incident_commander.aws.clients import ConnectionClients, new_model_loader
 from incident_commander.aws.credentials import CredentialsError, keys_from_secret
@@ -36,6 +38,9 @@ from incident_commander.kinds.reconciliation import Assessment, transition_event
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import plan_status
+from incident_commander.telemetry.spans import traced_pass
+from incident_commander.telemetry.threads import ContextThreadPoolExecutor
+from incident_commander.telemetry.tracing import NOOP_TRACER
 
 logger = logging.getLogger(__name__)
 
@@ -104,14 +109,16 @@ class ConnectionRegistry:
         clock: Clock = system_clock,
         heartbeat: timedelta = DEFAULT_HEARTBEAT,
         aws_threads: int = 64,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._kube = kube
         self._metrics = metrics
+        self._tracer = tracer
         self._clock = clock
         self._heartbeat = heartbeat
         self._entries: dict[tuple[str, str], _Runtime] = {}
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self._executor = ThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
+        self._executor = ContextThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self._rounds = asyncio.Semaphore(MAX_CONCURRENT_ROUNDS)
         self._loader = new_model_loader()
 
@@ -213,7 +220,13 @@ class ConnectionRegistry:
             outcome = "error"
             try:
                 async with self._rounds:
-                    await self._round(runtime)
+                    await traced_pass(
+                        self._tracer,
+                        functools.partial(self._round, runtime),
+                        kind=KIND,
+                        namespace=runtime.ref.namespace,
+                        name=runtime.ref.name,
+                    )
                 outcome = "success"
             except asyncio.CancelledError:
                 raise

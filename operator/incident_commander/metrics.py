@@ -2,11 +2,19 @@
 
 Each process owns a private CollectorRegistry (never the library's default one),
 so tests and benchmarks can build several operators in one interpreter.
+
+Label cardinality is bounded: kinds, outcomes, services, phases and reasons come
+from fixed vocabularies; the per-object labels (namespace plus connection, budget
+or policy, and an IncidentPolicy's API client names) grow with the number of
+objects only, and each object's series are removed when it is deleted (or the
+client is removed from its policy). Never a key id, a token or an incident id.
+docs/metrics.md lists every family; a unit test compares it with the registry.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -14,13 +22,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from incident_commander import __version__
 
 PREFIX = "incident_commander"
+BUDGET_PHASES = ("Ok", "Warning", "Critical", "Exceeded")
 
 
 @dataclass(kw_only=True)
 class OperatorMetrics:
-    """The metric families; label values are kinds and outcomes only, never object names of unbounded sets."""
+    """The operator's metric families (the budget engine and the API add theirs to ``registry``)."""
 
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    _api_clients: dict[tuple[str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.build_info = Info(f"{PREFIX}_build", "Version of the running operator.", registry=self.registry)
@@ -51,6 +61,61 @@ class OperatorMetrics:
             ["namespace", "connection", "service"],
             registry=self.registry,
         )
+        self.budget_limit = Gauge(
+            f"{PREFIX}_budget_limit",
+            "The budget's limit for one period, in its currency.",
+            ["namespace", "budget"],
+            registry=self.registry,
+        )
+        self.budget_forecast = Gauge(
+            f"{PREFIX}_budget_forecast_spend",
+            "Spend projected for the end of the current period, in the limit's currency.",
+            ["namespace", "budget"],
+            registry=self.registry,
+        )
+        self.budget_phase = Gauge(
+            f"{PREFIX}_budget_phase",
+            "1 for the budget's current phase (Ok, Warning, Critical, Exceeded), else 0.",
+            ["namespace", "budget", "phase"],
+            registry=self.registry,
+        )
+        self.api_key_expiry = Gauge(
+            f"{PREFIX}_api_key_expiry_timestamp_seconds",
+            "Unix time at which the current API key of an IncidentPolicy's client expires.",
+            ["namespace", "policy", "client"],
+            registry=self.registry,
+        )
+
+    def set_budget(self, namespace: str, budget: str, *, limit: float, forecast: float, phase: str) -> None:
+        """The budget figures the engine does not export itself, set where it writes status."""
+        self.budget_limit.labels(namespace, budget).set(limit)
+        self.budget_forecast.labels(namespace, budget).set(forecast)
+        for known in BUDGET_PHASES:
+            self.budget_phase.labels(namespace, budget, known).set(1 if known == phase else 0)
+
+    def forget_budget(self, namespace: str, budget: str) -> None:
+        """Drop a deleted budget's series."""
+        for family in (self.budget_limit, self.budget_forecast):
+            with contextlib.suppress(KeyError):
+                family.remove(namespace, budget)
+        for phase in BUDGET_PHASES:
+            with contextlib.suppress(KeyError):
+                self.budget_phase.remove(namespace, budget, phase)
+
+    def set_api_keys(self, namespace: str, policy: str, expiries: Mapping[str, float]) -> None:
+        """The policy's clients and their current keys' expiry; clients not listed any more are dropped."""
+        key = (namespace, policy)
+        for client in self._api_clients.get(key, set()) - set(expiries):
+            with contextlib.suppress(KeyError):
+                self.api_key_expiry.remove(namespace, policy, client)
+        for client, expires_at in expiries.items():
+            self.api_key_expiry.labels(namespace, policy, client).set(expires_at)
+        self._api_clients[key] = set(expiries)
+
+    def forget_policy(self, namespace: str, policy: str) -> None:
+        """Drop a deleted IncidentPolicy's series."""
+        self.set_api_keys(namespace, policy, {})
+        self._api_clients.pop((namespace, policy), None)
 
     def forget_connection(self, namespace: str, connection: str, services: tuple[str, ...]) -> None:
         """Drop a deleted connection's series so they do not linger as stale values."""

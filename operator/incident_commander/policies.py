@@ -22,10 +22,11 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+
+from opentelemetry.trace import Tracer
 
 from incident_commander import API_GROUP
 from incident_commander.budget.enforcement import effective_routing
@@ -42,6 +43,8 @@ from incident_commander.policy_spec import PolicySpec, parse_policy_spec
 from incident_commander.status import plan_status
 from incident_commander.storage import provisioner
 from incident_commander.storage.provisioner import ResourceStatus
+from incident_commander.telemetry.threads import ContextThreadPoolExecutor
+from incident_commander.telemetry.tracing import NOOP_TRACER
 from incident_commander.workers import ObjectWorker
 
 logger = logging.getLogger(__name__)
@@ -82,8 +85,10 @@ class PolicyRegistry:
         clock: Clock = system_clock,
         deletion_timeout: timedelta = timedelta(minutes=5),
         budget_state: Callable[[str, str], BudgetState | None] | None = None,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._kube = kube
+        self._tracer = tracer
         self._connections = connections
         self._metrics = metrics
         self._clock = clock
@@ -92,7 +97,7 @@ class PolicyRegistry:
         self._issuer = CredentialIssuer(kube, clock)
         self._policies: dict[tuple[str, str], _Policy] = {}
         self._gate = asyncio.Semaphore(16)
-        self._executor = ThreadPoolExecutor(max_workers=16, thread_name_prefix="policy")
+        self._executor = ContextThreadPoolExecutor(max_workers=16, thread_name_prefix="policy")
 
     # -- fed by watch events ---------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
@@ -129,9 +134,11 @@ class PolicyRegistry:
             run_pass=functools.partial(self._pass, policy),
             metrics=self._metrics,
             gate=self._gate,
+            tracer=self._tracer,
         )
 
     def forget(self, namespace: str, name: str) -> None:
+        self._metrics.forget_policy(namespace, name)
         policy = self._policies.pop((namespace, name), None)
         if policy is not None and policy.worker is not None:
             policy.worker.cancel()
@@ -378,11 +385,13 @@ class PolicyRegistry:
             return fields
         now = self._clock()
         clients = []
+        expiries: dict[str, float] = {}
         for client in spec.clients:
             active = outcome.index.for_client(client.name, "Active")
             if not active:
                 continue
             current = max(active, key=lambda e: e.issued_at)
+            expiries[client.name] = current.expires_at.timestamp()
             rotating = any(e.valid_at(now) for e in outcome.index.for_client(client.name, "Rotating"))
             clients.append(
                 {
@@ -397,6 +406,7 @@ class PolicyRegistry:
                 }
             )
         fields["apiClients"] = clients
+        self._metrics.set_api_keys(policy.ref.namespace, policy.ref.name, expiries)
         fields["signingKeys"] = [
             {
                 "kid": key.kid,

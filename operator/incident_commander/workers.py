@@ -13,7 +13,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from opentelemetry.trace import Tracer
+
 from incident_commander.metrics import OperatorMetrics
+from incident_commander.telemetry.spans import traced_pass
+from incident_commander.telemetry.tracing import NOOP_TRACER
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +31,18 @@ class ObjectWorker:
     """Serialises the passes of one object; never two at once."""
 
     def __init__(
-        self, *, kind: str, name: str, run_pass: Pass, metrics: OperatorMetrics, gate: asyncio.Semaphore
+        self,
+        *,
+        kind: str,
+        name: str,
+        run_pass: Pass,
+        metrics: OperatorMetrics,
+        gate: asyncio.Semaphore,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._kind = kind
         self._name = name
+        self._tracer = tracer
         self._run_pass = run_pass
         self._metrics = metrics
         self._gate = gate
@@ -51,7 +63,10 @@ class ObjectWorker:
             outcome = "error"
             try:
                 async with self._gate:
-                    delay = await self._run_pass()
+                    namespace, _, name = self._name.rpartition("/")
+                    delay = await traced_pass(
+                        self._tracer, self._run_pass, kind=self._kind, namespace=namespace, name=name
+                    )
                 outcome = "success"
             except asyncio.CancelledError:
                 raise

@@ -15,12 +15,12 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+from opentelemetry.trace import Tracer
 from prometheus_client import Counter, Gauge
 
 from incident_commander import API_GROUP
@@ -43,6 +43,8 @@ from incident_commander.kinds.reconciliation import transition_events
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import PREFIX, OperatorMetrics
 from incident_commander.status import plan_status
+from incident_commander.telemetry.threads import ContextThreadPoolExecutor
+from incident_commander.telemetry.tracing import NOOP_TRACER
 from incident_commander.workers import ObjectWorker
 
 logger = logging.getLogger(__name__)
@@ -102,8 +104,10 @@ class BudgetRegistry:
         clock: Clock = system_clock,
         ledger_threads: int = 32,
         table: str = ledger.TABLE,
+        tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._kube = kube
+        self._tracer = tracer
         self._connections = connections
         self._metrics = metrics
         self._clock = clock
@@ -111,7 +115,7 @@ class BudgetRegistry:
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._subscribers: list[Callable[[str, str], None]] = []
         self._gate = asyncio.Semaphore(16)
-        self._executor = ThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
+        self._executor = ContextThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
         registry = metrics.registry
         self.utilization = Gauge(
             f"{PREFIX}_budget_utilization_percent",
@@ -239,6 +243,7 @@ class BudgetRegistry:
             run_pass=functools.partial(self._pass, budget),
             metrics=self._metrics,
             gate=self._gate,
+            tracer=self._tracer,
         )
 
     def forget(self, namespace: str, name: str) -> None:
@@ -247,6 +252,7 @@ class BudgetRegistry:
             return
         if budget.worker is not None:
             budget.worker.cancel()
+        self._metrics.forget_budget(namespace, name)
         for family, extra in (
             (self.utilization, [()]),
             (self.spend, [("cost_explorer",), ("ledger",)]),
@@ -535,13 +541,17 @@ class BudgetRegistry:
         self.spend.labels(ns, name, "ledger").set(float(state.total - budget.actual))
         for action in ACTION_SEVERITY:
             self.action.labels(ns, name, action).set(1 if state.active_action == action else 0)
+        forecast = self._forecast(budget, state, now)
+        self._metrics.set_budget(
+            ns, name, limit=float(spec.limit), forecast=float(forecast), phase=state.phase
+        )
         return {
             "period": {"start": utc_timestamp(state.period_start), "end": utc_timestamp(state.period_end)},
             "spend": {
                 "actual": str(budget.actual),
                 "ledger": str(state.total - budget.actual),
                 "total": str(state.total),
-                "forecast": calc.display(self._forecast(budget, state, now)),
+                "forecast": calc.display(forecast),
                 "currency": spec.currency,
             },
             "utilization": calc.display(state.utilization),
