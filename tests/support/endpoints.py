@@ -76,6 +76,7 @@ class OperatorProcess:
         *,
         extra_args: tuple[str, ...] = ("--all-namespaces",),
         log_format: str = "json",
+        env: dict[str, str] | None = None,
     ) -> OperatorProcess:
         liveness, metrics, api = free_port(), free_port(), free_port()
         script = Path(sys.executable).parent / "incident-commander"
@@ -83,6 +84,7 @@ class OperatorProcess:
             **kube.env,
             # The default chain must never reach real AWS from a test.
             "AWS_EC2_METADATA_DISABLED": "true",
+            **(env or {}),
         }
         process = ManagedProcess(
             "operator",

@@ -63,9 +63,11 @@ def operator() -> Iterator[Operator]:
 
 
 def exposed(operator: Operator) -> dict[str, str]:
-    """Family name -> type, from the text exposition's TYPE lines."""
+    """Family name -> type, from the text exposition's TYPE lines (without prometheus_client's
+    ``_created`` companions of counters and histograms)."""
     text = generate_latest(operator.metrics.registry).decode()
-    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+    return {name: kind for name, kind in types.items() if not name.endswith("_created")}
 
 
 def documented() -> dict[str, tuple[str, list[str]]]:
