@@ -51,6 +51,10 @@ def main() -> int:
             f"Running. In another shell:\n  export KUBECONFIG={plane.kubeconfig}\n"
             f"  export PATH={bin_dir}:$PATH\n  kubectl get incidentcommander -A\n"
             f"AWS emulator: {moto.url}   operator metrics: {operator.metrics_url}\n"
+            f"Operator API: {operator.api_url}  (docs/api.md), e.g.\n"
+            f"  KEY=$(kubectl get secret -n {NAMESPACE} production-triage-agent-api-key"
+            " -o jsonpath='{.data.apiKey}' | base64 -d)\n"
+            f'  curl -s -X POST -H "Authorization: ApiKey $KEY" {operator.api_url}/v1/token\n'"
             f"Logs: {logs}\nPress Ctrl-C to stop everything.",
             flush=True,
         )
