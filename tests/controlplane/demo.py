@@ -54,7 +54,7 @@ def main() -> int:
             f"Operator API: {operator.api_url}  (docs/api.md), e.g.\n"
             f"  KEY=$(kubectl get secret -n {NAMESPACE} production-triage-agent-api-key"
             " -o jsonpath='{.data.apiKey}' | base64 -d)\n"
-            f'  curl -s -X POST -H "Authorization: ApiKey $KEY" {operator.api_url}/v1/token\n'"
+            f'  curl -s -X POST -H "Authorization: ApiKey $KEY" {operator.api_url}/v1/token\n'
             f"Logs: {logs}\nPress Ctrl-C to stop everything.",
             flush=True,
         )
