@@ -96,6 +96,13 @@ def build_registry(
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         apply_settings(settings, namespaced=not config.all_namespaces)
+        await asyncio.to_thread(
+            api_watches.initial_sync,
+            kube,
+            keyring=keyring,
+            directory=directory,
+            namespaces=None if config.all_namespaces else config.namespaces,
+        )
         await servers.start()
 
     @kopf.on.login(registry=registry)
