@@ -27,7 +27,7 @@ from incident_commander.api.directory import Directory, PolicyView
 from incident_commander.api.history import History
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
-from incident_commander.api.principal import AuthFailure, Principal
+from incident_commander.api.principal import PRINCIPAL, AuthFailure, Principal
 from incident_commander.api.ratelimit import RateLimiter, retry_after_header
 from incident_commander.api.routing import (
     HALT_STATUS,
@@ -275,7 +275,7 @@ def build_middlewares(ctx: ApiContext) -> list[Any]:
             response = await _answer(request, handler, ctx)
         if allowed and origin is not None:
             response.headers.update(_cors_headers(origin))
-        principal = request.get("principal")
+        principal = request.get(PRINCIPAL)
         role = principal.role if isinstance(principal, Principal) else "anonymous"
         counters.observe(
             _route_label(request), request.method, response.status, role, time.perf_counter() - started
@@ -336,7 +336,7 @@ def admit(
 ) -> tuple[Principal, PolicyView]:
     """Authenticate, check the role and charge the client's rate limit."""
     principal, view = authenticate(request, ctx, api_key_only=api_key_only)
-    request["principal"] = principal
+    request[PRINCIPAL] = principal
     if not principal.has_role(minimum):
         raise _forbidden(
             request,

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from aiohttp import web
+
 Role = Literal["viewer", "responder", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "responder": 1, "admin": 2}
 """viewer < responder < admin: a route's minimum role admits every higher one."""
@@ -38,3 +40,7 @@ class AuthFailure:
 
     reason: str
     detail: str
+
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""The authenticated caller, stored on the request for the middlewares (metrics, tracing)."""

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from incident_commander.api.principal import PRINCIPAL
 from incident_commander.telemetry.tracing import NOOP_TRACER
 
 TRACER_KEY = web.AppKey("incident_commander_tracer", trace.Tracer)
@@ -59,7 +60,7 @@ async def server_span(request: web.Request, handler: Handler) -> web.StreamRespo
             raise
         finally:
             span.set_attribute("http.response.status_code", status)
-            role = getattr(request.get("principal"), "role", None)
+            role = getattr(request.get(PRINCIPAL), "role", None)
             if isinstance(role, str):
                 span.set_attribute(ROLE, role)
             if status >= 500:
