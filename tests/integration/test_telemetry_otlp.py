@@ -136,6 +136,18 @@ def collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collector]:
         process.stop()
 
 
+def reconciled(operator: OperatorProcess) -> bool:
+    with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:  # noqa: S310 - loopback
+        text = response.read().decode()
+    return bool(
+        re.search(
+            r'^incident_commander_reconciliations_total\{kind="AwsConnection",outcome="success"\} [1-9]',
+            text,
+            re.MULTILINE,
+        )
+    )
+
+
 def apply_connection(kube: Kube, namespace: str, moto_url: str) -> None:
     kube.apply(
         {
@@ -181,6 +193,8 @@ def test_reconcile_and_api_spans_reach_an_otlp_collector(
     try:
         apply_connection(crds, namespace, moto.url)
         wait_for_condition(crds, "awsconnection", namespace, "conn", timeout=60, logs=operator.logs)
+        # Another operator (the session's) may have written Ready first: wait for this one's own pass.
+        operator.process.wait_until(lambda: reconciled(operator), timeout=30)
         request = urllib.request.Request(  # noqa: S310 - the operator's loopback API
             f"{operator.api_url}/v1/summary", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
         )
