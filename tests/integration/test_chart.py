@@ -47,6 +47,7 @@ EVERYTHING: dict[str, Any] = {
     "podDisruptionBudget.enabled": True,
     "monitoring.serviceMonitor.enabled": True,
     "monitoring.prometheusRule.enabled": True,
+    "monitoring.dashboard.enabled": True,
     "serviceAccount.annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ic"},
 }
 VALUE_SETS: dict[str, dict[str, Any]] = {
@@ -261,9 +262,19 @@ def test_monitoring_objects_need_the_api_and_the_switch(tools: Kube) -> None:
     [service] = find(objects, "Service")
     assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    assert all(e["honorLabels"] for e in monitor["spec"]["endpoints"])  # keep our `namespace` label
     [rule] = find(objects, "PrometheusRule")
     alerts = [r for group in rule["spec"]["groups"] for r in group["rules"]]
     assert alerts and all(r["expr"] and r["annotations"]["runbook_url"] for r in alerts)
+
+
+def test_dashboard_ships_as_a_sidecar_configmap_only_when_enabled(tools: Kube) -> None:
+    assert not find(render(tools), "ConfigMap")
+    [config_map] = find(render(tools, {"monitoring.dashboard.enabled": True}), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    shipped = json.loads(config_map["data"]["incident-commander.json"])
+    source = json.loads((CHART / "files" / "dashboards" / "incident-commander.json").read_text())
+    assert shipped == source and shipped["panels"]
 
 
 def test_templated_crds_are_the_crds_dir_plus_the_keep_policy(tools: Kube) -> None:
