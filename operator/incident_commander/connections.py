@@ -19,7 +19,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,6 +48,8 @@ KIND = "AwsConnection"
 PLURAL = "awsconnections"
 BREAKER_THRESHOLD = 3
 MAX_CONCURRENT_ROUNDS = 16
+WARMUP_SECONDS = 10.0
+"""After a start, how long an unknown connection counts as "not listed yet" rather than missing."""
 
 
 class ConnectionNotReady(Exception):
@@ -88,6 +90,8 @@ class _Runtime:
     secret_stale: bool = True
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     account_id: str | None = None
+    probed: bool = False
+    """Whether this process has finished a probe round for the connection."""
 
     def breaker(self, service: str) -> CircuitBreaker:
         if service not in self.breakers:
@@ -121,6 +125,8 @@ class ConnectionRegistry:
         self._executor = ContextThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self._rounds = asyncio.Semaphore(MAX_CONCURRENT_ROUNDS)
         self._loader = new_model_loader()
+        self._subscribers: list[Callable[[str, str], None]] = []
+        self._started = time.monotonic()
 
     # -- the API other kinds use -------------------------------------------------------------
     def get(self, namespace: str, name: str) -> ReadyConnection:
@@ -135,6 +141,27 @@ class ConnectionRegistry:
         return ReadyConnection(
             namespace=namespace, name=name, account_id=runtime.account_id, clients=runtime.clients
         )
+
+    def warming_up(self, namespace: str, name: str) -> bool:
+        """True while this process cannot know yet what the stored status already says.
+
+        Right after an operator (re)start a connection may not be listed yet, or listed as Ready
+        but not probed by this process. Users of a connection wait (briefly) instead of flipping
+        their own Ready to False and back, which would post Events and rewrite transition times
+        on every restart.
+        """
+        runtime = self._entries.get((namespace, name))
+        if runtime is None:
+            return time.monotonic() - self._started < WARMUP_SECONDS
+        if runtime.probed:
+            return False
+        ready = find_condition(runtime.status.get("conditions"), "Ready")
+        return ready is not None and ready.get("status") == "True"
+
+    def subscribe(self, callback: Callable[[str, str], None]) -> None:
+        """``callback(namespace, name)`` runs on the event loop whenever a connection's Ready flips,
+        so the kinds that use it act within seconds instead of at their next retry."""
+        self._subscribers.append(callback)
 
     # -- fed by kopf watch events --------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
@@ -227,6 +254,7 @@ class ConnectionRegistry:
                         namespace=runtime.ref.namespace,
                         name=runtime.ref.name,
                     )
+                runtime.probed = True
                 outcome = "success"
             except asyncio.CancelledError:
                 raise
@@ -350,6 +378,9 @@ class ConnectionRegistry:
             if stored is None:
                 return
             runtime.status = stored
+        if any(t.type == "Ready" for t in plan.transitions):
+            for callback in self._subscribers:
+                callback(runtime.ref.namespace, runtime.ref.name)
         for event in transition_events(plan):
             await asyncio.to_thread(
                 self._kube.post_event,

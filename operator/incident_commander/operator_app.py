@@ -76,6 +76,8 @@ def build_registry(
         tracer=tracer,
     )
     budgets.subscribe(policies.budget_changed)
+    connections.subscribe(policies.connection_changed)
+    connections.subscribe(budgets.connection_changed)
     keyring, directory = Keyring(), Directory()
     bridge = BudgetBridge(budgets)
     api = build_api_app(

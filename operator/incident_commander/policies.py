@@ -32,7 +32,7 @@ from incident_commander import API_GROUP
 from incident_commander.budget.enforcement import effective_routing
 from incident_commander.budget.model import BudgetState
 from incident_commander.clock import Clock, system_clock
-from incident_commander.conditions import Condition, utc_timestamp
+from incident_commander.conditions import Condition, find_condition, utc_timestamp
 from incident_commander.connections import ConnectionNotReady, ConnectionRegistry
 from incident_commander.credentials import api_keys, signing
 from incident_commander.credentials.issuer import CredentialIssuer, CredentialOutcome, api_key_secret_name
@@ -45,7 +45,7 @@ from incident_commander.storage import provisioner
 from incident_commander.storage.provisioner import ResourceStatus
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
-from incident_commander.workers import ObjectWorker
+from incident_commander.workers import ObjectWorker, wake_referencing
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ ROTATE_ANNOTATION = f"{API_GROUP}/rotate"
 ROTATE_SIGNING_ANNOTATION = f"{API_GROUP}/rotate-signing-key"
 FORCE_DELETE_ANNOTATION = f"{API_GROUP}/force-delete"
 STORAGE_RETRY = 15.0
+WARMUP_RETRY = 0.5
 DRIFT_CHECK = 600.0
 IDLE = 3600.0
 
@@ -150,11 +151,11 @@ class PolicyRegistry:
 
     def budget_changed(self, namespace: str, budget: str) -> None:
         """A BudgetPolicy's phase or action changed: refresh the policies that reference it."""
-        for (policy_namespace, _), policy in list(self._policies.items()):
-            if policy_namespace != namespace or policy.worker is None:
-                continue
-            if ((policy.body.get("spec") or {}).get("budgetRef") or {}).get("name") == budget:
-                policy.worker.wake()
+        wake_referencing(self._policies, namespace, "budgetRef", budget)
+
+    def connection_changed(self, namespace: str, connection: str) -> None:
+        """An AwsConnection became Ready or stopped being Ready: retry storage of its policies now."""
+        wake_referencing(self._policies, namespace, "connectionRef", connection)
 
     async def close(self) -> None:
         for key in list(self._policies):
@@ -249,6 +250,19 @@ class PolicyRegistry:
             or not policy.storage_ok
             or loop.time() - policy.storage_checked >= DRIFT_CHECK
         )
+        stored = find_condition(policy.status.get("conditions"), "StorageReady")
+        if due and stored is not None and self._connections.warming_up(policy.ref.namespace, spec.connection):
+            # Just (re)started: keep what the status says until this process knows the connection,
+            # rather than flipping StorageReady to False and back on every restart.
+            return (
+                Condition(
+                    type="StorageReady",
+                    status="True" if stored.get("status") == "True" else "False",
+                    reason=str(stored.get("reason")),
+                    message=str(stored.get("message") or ""),
+                ),
+                WARMUP_RETRY,
+            )
         if due:
             try:
                 connection = self._connections.get(policy.ref.namespace, spec.connection)

@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
 
 from opentelemetry.trace import Tracer
 
@@ -81,3 +82,19 @@ class ObjectWorker:
                 )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
+
+
+class _Watched(Protocol):
+    body: Mapping[str, Any]
+    worker: ObjectWorker | None
+
+
+def wake_referencing(
+    objects: Mapping[tuple[str, str], _Watched], namespace: str, ref: str, name: str
+) -> None:
+    """Wake every object of ``namespace`` whose ``spec.<ref>.name`` is ``name`` (a dependency changed)."""
+    for (object_namespace, _), obj in list(objects.items()):
+        if object_namespace != namespace or obj.worker is None:
+            continue
+        if ((obj.body.get("spec") or {}).get(ref) or {}).get("name") == name:
+            obj.worker.wake()

@@ -201,6 +201,16 @@ def test_reconcile_and_api_spans_reach_an_otlp_collector(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=5)  # noqa: S310
         assert refused.value.code == 401
+        # The session's operator may have set Ready first: wait until this operator's own probe
+        # round has ended (the batch processor exports every few seconds) before stopping it.
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(
+            s.name == "reconcile AwsConnection"
+            and s.resource.get("k8s.pod.name") == pod
+            and s.attributes.get("incidentcommander.outcome") == "success"
+            for s in collector.spans()
+        ):
+            time.sleep(0.25)
     finally:
         code = operator.stop()
     assert code == 0, operator.logs()

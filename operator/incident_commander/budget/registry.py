@@ -45,7 +45,7 @@ from incident_commander.metrics import PREFIX, OperatorMetrics
 from incident_commander.status import plan_status
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
-from incident_commander.workers import ObjectWorker
+from incident_commander.workers import ObjectWorker, wake_referencing
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +55,15 @@ BREAK_GLASS_ANNOTATION = f"{API_GROUP}/break-glass"
 LEDGER_REFRESH = 5.0
 """Seconds between reads of the ledger counter (usage recorded by other replicas)."""
 RETRY = 15.0
+WARMUP_RETRY = 0.5
 CE_RETRY_MAX = timedelta(minutes=5)
 FUTURE_SKEW = timedelta(minutes=5)
 
 
 class ConnectionSource(Protocol):
     def get(self, namespace: str, name: str) -> ReadyConnection: ...
+
+    def warming_up(self, namespace: str, name: str) -> bool: ...
 
 
 @dataclass(kw_only=True)
@@ -246,6 +249,10 @@ class BudgetRegistry:
             tracer=self._tracer,
         )
 
+    def connection_changed(self, namespace: str, connection: str) -> None:
+        """An AwsConnection became Ready or stopped being Ready: evaluate its budgets now."""
+        wake_referencing(self._budgets, namespace, "connectionRef", connection)
+
     def forget(self, namespace: str, name: str) -> None:
         budget = self._budgets.pop((namespace, name), None)
         if budget is None:
@@ -319,6 +326,8 @@ class BudgetRegistry:
                 {},
             )
             return 3600.0
+        if self._connections.warming_up(budget.ref.namespace, spec.connection):
+            return WARMUP_RETRY  # keep the stored status until this process knows the connection
         period = calc.period_bounds(spec.period, now)
         break_glass, break_glass_problem = calc.parse_break_glass(
             (budget.body["metadata"].get("annotations") or {}).get(BREAK_GLASS_ANNOTATION), now
