@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds
+.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ integration: controlplane
 
 test: lint chart-lint controlplane
 	$(PY) -m pytest tests -q
+
+# The fault matrix and the fuzzing, long variant (more rounds, longer faults, 300 fuzzed specs per
+# kind); `make test` runs the short one. See docs/reliability.md.
+reliability: controlplane
+	IC_RELIABILITY=long $(PY) -m pytest tests/reliability -q -s --timeout=3600
 
 # The packaging checks that need no cluster: the chart (helm from the control-plane bin dir),
 # the Dockerfile (hadolint) and the kind scripts (shellcheck). tests/*/test_chart*.py run

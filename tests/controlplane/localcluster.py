@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -27,6 +28,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -191,6 +193,8 @@ class LocalControlPlane:
     audit_writes: bool = False
     """Record every write (create/update/patch/delete) in ``audit.log``, for benchmarks counting writes."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    argv: dict[str, list[str]] = field(default_factory=dict)
+    """The arguments each component was started with (``restart`` reuses them)."""
 
     @property
     def kubeconfig(self) -> Path:
@@ -310,7 +314,46 @@ class LocalControlPlane:
             "--audit-log-format=json",
         ]
 
+    @property
+    def etcd_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.etcd_port}"
+
+    def restart(self, component: str, *, down_for: float = 0.0, timeout: float = 90.0) -> None:
+        """Stop one component (SIGTERM) and start it again with the same flags and port; wait for it."""
+        process = self.processes.pop(component)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        time.sleep(down_for)
+        self._spawn(component, self.argv[component])
+        ready = {
+            "etcd": lambda: _http_ok(f"{self.etcd_url}/health"),
+            "kube-apiserver": self._apiserver_ready,
+        }.get(component, lambda: True)
+        self._wait(component, ready, timeout=timeout)
+
+    def pause(self, component: str) -> None:
+        """SIGSTOP a component (a hung etcd, say); ``resume`` continues it."""
+        os.killpg(self.processes[component].pid, signal.SIGSTOP)
+
+    def resume(self, component: str) -> None:
+        os.killpg(self.processes[component].pid, signal.SIGCONT)
+
+    def compact_etcd(self) -> int:
+        """Compact etcd's history up to its current revision (through its v3 JSON gateway); return it.
+
+        Watches resumed from an older resourceVersion then fail with 410 Gone."""
+        header = _post_json(f"{self.etcd_url}/v3/kv/range", {"key": "Lw=="})["header"]  # key "/"
+        revision = int(header["revision"])
+        _post_json(f"{self.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True})
+        return revision
+
     def _spawn(self, component: str, args: list[str]) -> None:
+        self.argv[component] = list(args)
         log = self.log(component).open("ab")
         self.processes[component] = subprocess.Popen(
             [str(self.bin_dir / component), *args],
@@ -360,6 +403,14 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback URL we built
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback URL we built
+        return dict(json.loads(response.read()))
 
 
 def _tail(path: Path, lines: int = 40) -> str:

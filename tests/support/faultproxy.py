@@ -3,7 +3,9 @@
 Faults: ``refuse`` (the listener is closed: connection refused), ``slow`` (answers
 after ``delay`` seconds), ``throttle-json`` (400 ThrottlingException, JSON
 protocols), ``throttle-query`` (400 Throttling, query/XML protocols such as STS),
-``throttle-429`` and ``throttle-503`` (those statuses with the protocol's error body). The AWS service of a
+``throttle-429`` and ``throttle-503`` (those statuses with the protocol's error body), ``reset`` (the
+connection is closed without an answer: with ``stop()`` an endpoint that is down even for clients
+holding pooled keep-alive connections). The AWS service of a
 request is read from its SigV4 credential scope.
 """
 
@@ -62,6 +64,9 @@ class FaultProxy:
                 with proxy._lock:
                     fault = proxy.faults.get(service) or proxy.faults.get("*")
                     proxy.attempts.append(Attempt(service=service, at=time.monotonic(), fault=fault))
+                if fault == "reset":
+                    self.close_connection = True
+                    return None
                 if fault == "slow":
                     time.sleep(proxy.delay)
                 if fault == "throttle-json":
