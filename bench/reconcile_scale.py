@@ -1,0 +1,374 @@
+"""N objects of each kind against the local control plane and moto: time to Ready, RSS, writes, idle CPU.
+
+    python -m bench.reconcile_scale 100
+    python -m bench.reconcile_scale 1000 --idle 60
+
+One run, in this order:
+
+1. **Floor.** The same 3N objects (plus the Secret) are created in namespace ``floor`` with no
+   operator watching it, and a bare Kubernetes client (16 threads) patches every object's status
+   to ``Ready=True`` with ``observedGeneration``: the least API work that ends with all Ready.
+   No AWS work. The floor's time runs from the first create to the poll that sees all Ready.
+2. **Operator.** The operator (``--namespace bench``) runs; the same objects are created in
+   namespace ``bench`` the same way (16 threads, Kubernetes client); the time runs from the first
+   create to the poll that sees all 3N Ready with ``observedGeneration`` current. Per object:
+   an AwsConnection (services ``[sts]``, moto, ``probeInterval`` 24h), a BudgetPolicy on it
+   (Cost Explorer filter on DynamoDB, ``evaluationInterval`` 24h), an IncidentPolicy on it with
+   ``budgetRef`` to that budget, default storage (DynamoDB, Kinesis, S3, Step Functions in
+   moto) and one API client.
+3. **Idle.** ``--idle`` seconds after convergence: operator CPU seconds (from ``/proc``) and the
+   operator's API writes (from the apiserver's audit log) while nothing changes.
+
+Reported: times and operator/floor ratio, operator peak RSS (``VmHWM``), API writes per object by
+resource (audit log, user agents of the operator and kopf), CPU seconds of every process during
+convergence (to see which one is the bottleneck: the operator, moto, the apiserver or etcd), idle
+CPU and idle writes. ``--json PATH`` also writes the numbers as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, cast
+
+import kubernetes
+from tests.controlplane.localcluster import LocalControlPlane, build_binaries
+from tests.support.endpoints import MotoServer, OperatorProcess
+from tests.support.kube import Kube
+
+GROUP, VERSION = "incidentcommander.io", "v1alpha1"
+PLURALS = {
+    "AwsConnection": "awsconnections",
+    "BudgetPolicy": "budgetpolicies",
+    "IncidentPolicy": "incidentpolicies",
+}
+THREADS = 16
+POLL = 2.0
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def objects(count: int, endpoint: str) -> list[dict[str, Any]]:
+    """The Secret, then per index a connection, a budget on it and a policy on both."""
+    docs: list[dict[str, Any]] = []
+    for i in range(count):
+        conn, budget, policy = f"conn-{i:04d}", f"budget-{i:04d}", f"policy-{i:04d}"
+        docs.append(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "AwsConnection",
+                "metadata": {"name": conn},
+                "spec": {
+                    "region": "us-east-1",
+                    "endpointUrl": endpoint,
+                    "credentials": {"secretRef": {"name": "aws-creds"}},
+                    "services": ["sts"],
+                    "probeInterval": "24h",
+                },
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "BudgetPolicy",
+                "metadata": {"name": budget},
+                "spec": {
+                    "connectionRef": {"name": conn},
+                    "period": "Monthly",
+                    "limit": {"amount": "1000.00", "currency": "USD"},
+                    "filter": {"services": ["Amazon DynamoDB"]},
+                    "thresholds": [
+                        {"percent": 80, "action": "Downgrade"},
+                        {"percent": 100, "action": "Halt"},
+                    ],
+                    "evaluationInterval": "24h",
+                    "pricing": [
+                        {"model": "small", "inputPer1kTokens": "0.001", "outputPer1kTokens": "0.002"}
+                    ],
+                },
+            }
+        )
+        docs.append(
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "IncidentPolicy",
+                "metadata": {"name": policy},
+                "spec": {
+                    "connectionRef": {"name": conn},
+                    "budgetRef": {"name": budget},
+                    "modelRouting": {"simpleModel": "small", "complexModel": "large"},
+                    "storage": {"deletionPolicy": "Retain"},
+                    "apiClients": [{"name": "agent", "role": "responder"}],
+                },
+            }
+        )
+    return docs
+
+
+def api_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
+    configuration = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(kubeconfig), client_configuration=configuration
+    )
+    configuration.connection_pool_maxsize = THREADS * 2
+    return kubernetes.client.ApiClient(configuration)
+
+
+def create_all(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
+    core = kubernetes.client.CoreV1Api(api)
+    custom = kubernetes.client.CustomObjectsApi(api)
+    core.create_namespace(
+        kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=namespace))
+    )
+    core.create_namespaced_secret(
+        namespace,
+        kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="aws-creds"),
+            string_data={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
+        ),
+    )
+
+    def create(doc: dict[str, Any]) -> None:
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[doc["kind"]], doc)
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(create, docs))
+
+
+def patch_all_ready(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
+    """The floor's reconciler: one status patch per object, no reads (generation is 1 on create)."""
+    custom = kubernetes.client.CustomObjectsApi(api)
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    status = {
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Floor",
+                    "message": "patched by the benchmark's bare client",
+                    "lastTransitionTime": now,
+                    "observedGeneration": 1,
+                }
+            ],
+        }
+    }
+
+    def patch(doc: dict[str, Any]) -> None:
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURALS[doc["kind"]], doc["metadata"]["name"], status
+        )
+
+    with ThreadPoolExecutor(THREADS) as pool:
+        list(pool.map(patch, docs))
+
+
+def ready_counts(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, int]:
+    custom = kubernetes.client.CustomObjectsApi(api)
+    counts = {}
+    for kind, plural in PLURALS.items():
+        listed = cast(dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
+        items = listed["items"]
+        counts[kind] = sum(1 for item in items if _ready(item))
+    return counts
+
+
+def _ready(item: dict[str, Any]) -> bool:
+    status = item.get("status") or {}
+    if status.get("observedGeneration") != item["metadata"].get("generation"):
+        return False
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def wait_all_ready(
+    api: kubernetes.client.ApiClient, namespace: str, count: int, started: float, timeout: float
+) -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
+    """Poll until every kind has ``count`` Ready objects: (total seconds, seconds per kind, samples)."""
+    per_kind: dict[str, float] = {}
+    samples: list[tuple[float, dict[str, int]]] = []
+    while True:
+        counts = ready_counts(api, namespace)
+        elapsed = time.monotonic() - started
+        samples.append((elapsed, counts))
+        for kind, ready in counts.items():
+            if ready >= count and kind not in per_kind:
+                per_kind[kind] = elapsed
+        if len(per_kind) == len(PLURALS):
+            return elapsed, per_kind, samples
+        if elapsed > timeout:
+            raise TimeoutError(f"only {counts} of {count} each Ready after {elapsed:.0f} s")
+        time.sleep(POLL)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process and its reaped children (moto's and kopf's threads are in utime)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / TICKS
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def audit_writes(
+    audit_log: Path, namespace: str, *, agents: tuple[str, ...], since: datetime | None = None
+) -> Counter[str]:
+    """Writes by verb and resource in ``namespace`` by clients whose user agent starts with ``agents``."""
+    counts: Counter[str] = Counter()
+    for line in audit_log.read_text().splitlines():
+        entry = json.loads(line)
+        ref = entry.get("objectRef") or {}
+        if ref.get("namespace") != namespace or not entry.get("userAgent", "").startswith(agents):
+            continue
+        if since is not None:
+            stamp = datetime.fromisoformat(entry["requestReceivedTimestamp"].replace("Z", "+00:00"))
+            if stamp < since:
+                continue
+        key = ref.get("resource", "?") + ("/" + ref["subresource"] if ref.get("subresource") else "")
+        counts[f"{entry.get('verb')} {key}"] += 1
+    return counts
+
+
+def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    result = action()
+    return result, {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+
+
+def fmt_counter(counter: Counter[str]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "none"
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("count", type=int, nargs="?", default=100, help="objects of each kind")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured after convergence")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for Ready after this")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    n = args.count
+
+    logs = Path(tempfile.mkdtemp(prefix="ic-scale-"))
+    print(f"logs in {logs}; load before: {os.getloadavg()}", flush=True)
+    bin_dir = build_binaries()
+    results: dict[str, Any] = {"count": n, "objects": 3 * n, "loadavg_before": os.getloadavg()}
+    with LocalControlPlane(bin_dir=bin_dir, audit_writes=True, workdir=logs / "controlplane") as plane:
+        kube = Kube(kubeconfig=plane.kubeconfig, bin_dir=bin_dir)
+        kube.kubectl("apply", "-f", "crds")
+        kube.kubectl("wait", "--for=condition=Established", "-f", "crds")
+        api = api_client(plane.kubeconfig)
+        moto = MotoServer.start(logs)
+        try:
+            docs = objects(n, moto.url)
+
+            # 1. The floor: create, then a bare client patches every status to Ready.
+            started = time.monotonic()
+            create_all(api, "floor", docs)
+            floor_created = time.monotonic() - started
+            patch_all_ready(api, "floor", docs)
+            floor_total, _, _ = wait_all_ready(api, "floor", n, started, args.timeout)
+            results["floor"] = {"created_s": floor_created, "all_ready_s": floor_total}
+            print(f"floor: created in {floor_created:.1f} s, all Ready after {floor_total:.1f} s", flush=True)
+
+            # 2. The operator.
+            operator = OperatorProcess.start(kube, logs, extra_args=("--namespace", "bench"))
+            try:
+                pids = {
+                    "operator": operator.process.process.pid,  # type: ignore[union-attr]
+                    "moto": moto.process.process.pid,  # type: ignore[union-attr]
+                    "kube-apiserver": plane.processes["kube-apiserver"].pid,
+                    "etcd": plane.processes["etcd"].pid,
+                }
+                started = time.monotonic()
+
+                def converge() -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
+                    create_all(api, "bench", docs)
+                    results["operator_created_s"] = time.monotonic() - started
+                    return wait_all_ready(api, "bench", n, started, args.timeout)
+
+                (total, per_kind, _samples), cpu = measure_cpu(pids, converge)
+                time.sleep(2)  # let the audit backend flush
+                writes = audit_writes(plane.audit_log, "bench", agents=("incident-commander", "kopf"))
+                rss_converged = peak_rss_mb(pids["operator"])
+
+                # 3. Idle.
+                idle_from = datetime.now(UTC)
+                _, idle_cpu = measure_cpu(pids, lambda: time.sleep(args.idle))
+                time.sleep(2)
+                idle_writes = audit_writes(
+                    plane.audit_log, "bench", agents=("incident-commander", "kopf"), since=idle_from
+                )
+                rss_peak = peak_rss_mb(pids["operator"])
+                operator_log = operator.process.log_text()
+            finally:
+                operator.stop()
+        finally:
+            moto.stop()
+
+    total_writes = sum(writes.values())
+    status_writes_idle = sum(v for k, v in idle_writes.items() if k.endswith("/status"))
+    results.update(
+        {
+            "operator": {
+                "all_ready_s": total,
+                "per_kind_s": per_kind,
+                "created_s": results["operator_created_s"],
+            },
+            "ratio_to_floor": total / floor_total,
+            "operator_peak_rss_mb": rss_peak,
+            "operator_peak_rss_mb_at_convergence": rss_converged,
+            "writes": dict(writes),
+            "writes_per_object": total_writes / (3 * n),
+            "convergence_cpu_s": cpu,
+            "idle_s": args.idle,
+            "idle_cpu_s": idle_cpu,
+            "idle_cpu_percent_of_core": 100 * idle_cpu["operator"] / args.idle,
+            "idle_writes": dict(idle_writes),
+            "idle_status_writes": status_writes_idle,
+            "tracebacks_in_operator_log": operator_log.count("Traceback"),
+            "loadavg_after": os.getloadavg(),
+        }
+    )
+    print(f"objects: {n} of each kind, {3 * n} in all")
+    print(f"floor: all Ready after          {floor_total:8.1f} s (creates {floor_created:.1f} s)")
+    print(
+        f"operator: all Ready after       {total:8.1f} s (creates {results['operator_created_s']:.1f} s; "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in per_kind.items())
+        + ")"
+    )
+    print(f"operator / floor                {total / floor_total:8.2f}")
+    print(f"operator peak RSS               {rss_peak:8.1f} MB")
+    print(
+        f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
+        f"{fmt_counter(writes)}"
+    )
+    print("CPU seconds while converging    " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    print(
+        f"idle {args.idle:.0f} s: operator CPU {idle_cpu['operator']:.2f} s "
+        f"({results['idle_cpu_percent_of_core']:.2f} % of a core); "
+        + ", ".join(f"{k} {v:.1f} s" for k, v in idle_cpu.items() if k != "operator")
+    )
+    print(f"idle writes                     {fmt_counter(idle_writes)} (status: {status_writes_idle})")
+    print(f"Tracebacks in the operator log  {results['tracebacks_in_operator_log']}")
+    print(f"load after: {os.getloadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
