@@ -28,7 +28,7 @@ from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.http import call
 from tests.support.isolated import isolated_plane
 from tests.support.kube import Kube, wait_for, wait_for_condition
-from tests.support.policies import client_key
+from tests.support.policies import client_key, setup_connection
 
 pytestmark = pytest.mark.integration
 
@@ -103,27 +103,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             operator = OperatorProcess.start(kube, log_dir)
             world = World(kube=kube, moto=moto, log_dir=log_dir, operator=operator)
             try:
-                kube.apply(
-                    {
-                        "apiVersion": "v1",
-                        "kind": "Secret",
-                        "metadata": {"name": "aws-creds"},
-                        "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-                    },
-                    NS,
-                )
-                apply(
-                    kube,
-                    "AwsConnection",
-                    "conn",
-                    {
-                        "region": "us-east-1",
-                        "endpointUrl": moto.url,
-                        "credentials": {"secretRef": {"name": "aws-creds"}},
-                        "services": ["sts", "dynamodb"],
-                    },
-                )
-                wait_for_condition(kube, "awsconnection", NS, "conn", logs=operator.logs)
+                setup_connection(kube, NS, moto, services=("sts", "dynamodb"), logs=operator.logs)
                 yield world
             finally:
                 world.operator.stop()

@@ -41,6 +41,7 @@ from tests.controlplane.localcluster import free_port
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.faultproxy import FaultProxy
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
+from tests.support.policies import apply_connection
 
 pytestmark = pytest.mark.integration
 
@@ -99,30 +100,7 @@ def inject_cost(moto: MotoServer, *amounts: tuple[str, str]) -> None:
 
 
 def connection(kube: Kube, namespace: str, url: str) -> None:
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws-creds"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        },
-        namespace,
-    )
-    kube.apply(
-        {
-            "apiVersion": API,
-            "kind": "AwsConnection",
-            "metadata": {"name": "conn"},
-            "spec": {
-                "region": "us-east-1",
-                "endpointUrl": url,
-                "credentials": {"secretRef": {"name": "aws-creds"}},
-                "services": ["sts", "dynamodb"],
-                "probeInterval": "30s",
-            },
-        },
-        namespace,
-    )
+    apply_connection(kube, namespace, url, probeInterval="30s")
     wait_for_condition(kube, "awsconnection", namespace, "conn")
 
 

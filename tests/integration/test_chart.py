@@ -25,7 +25,7 @@ from tests.controlplane.localcluster import LocalControlPlane, build_binaries
 from tests.support.chart import CHART, REPO, find, helm, render, set_args, token_kubeconfig
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.kube import Kube, wait_for, wait_for_condition
-from tests.support.policies import client_key, policy, verifies
+from tests.support.policies import client_key, policy, setup_connection, verifies
 
 pytestmark = pytest.mark.integration
 
@@ -360,30 +360,7 @@ def forbidden_lines(log: str) -> list[str]:
 def run_scenario(kube: Kube, admin: Kube, namespace: str, moto: MotoServer, handle: OperatorProcess) -> None:
     """The main scenarios of the other issues (an AwsConnection against moto becomes Ready, an
     IncidentPolicy issues API-key Secrets), applied by an admin, reconciled by the SA operator."""
-    admin.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws-creds"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        },
-        namespace,
-    )
-    admin.apply(
-        {
-            "apiVersion": "incidentcommander.io/v1alpha1",
-            "kind": "AwsConnection",
-            "metadata": {"name": "conn"},
-            "spec": {
-                "region": "us-east-1",
-                "endpointUrl": moto.url,
-                "credentials": {"secretRef": {"name": "aws-creds"}},
-                "services": ["sts", "s3", "dynamodb", "kinesis", "stepfunctions"],
-            },
-        },
-        namespace,
-    )
-    wait_for_condition(admin, "awsconnection", namespace, "conn", timeout=30, logs=handle.logs)
+    setup_connection(admin, namespace, moto, logs=handle.logs)
     admin.apply(policy("prod", namespace, [{"name": "agent", "role": "responder"}]), namespace)
     wait_for_condition(admin, "incidentpolicy", namespace, "prod", timeout=60, logs=handle.logs)
     key = client_key(admin, namespace, "prod", "agent")

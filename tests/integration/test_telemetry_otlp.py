@@ -26,6 +26,7 @@ import rotel
 from tests.controlplane.localcluster import free_port
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.kube import Kube, wait_for_condition
+from tests.support.policies import apply_connection
 from tests.support.processes import ManagedProcess
 
 pytestmark = pytest.mark.integration
@@ -145,32 +146,6 @@ def reconciled(operator: OperatorProcess) -> bool:
             text,
             re.MULTILINE,
         )
-    )
-
-
-def apply_connection(kube: Kube, namespace: str, moto_url: str) -> None:
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws-creds"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        },
-        namespace,
-    )
-    kube.apply(
-        {
-            "apiVersion": API,
-            "kind": "AwsConnection",
-            "metadata": {"name": "conn"},
-            "spec": {
-                "region": "us-east-1",
-                "endpointUrl": moto_url,
-                "credentials": {"secretRef": {"name": "aws-creds"}},
-                "services": ["sts", "dynamodb"],
-            },
-        },
-        namespace,
     )
 
 

@@ -30,6 +30,7 @@ from incident_commander.budget import calc, ledger
 from tests.controlplane.localcluster import free_port
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.kube import Kube, wait_for, wait_for_condition
+from tests.support.policies import apply_connection
 from tests.support.processes import ManagedProcess, http_ok
 from tests.unit.telemetry.test_metrics import documented
 
@@ -103,35 +104,19 @@ def prometheus(operator: OperatorProcess, tmp_path: Path) -> Iterator[Prometheus
 
 
 def setup_objects(kube: Kube, namespace: str, moto_url: str) -> None:
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws-creds"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        },
-        namespace,
-    )
     for name, url, services in (
         ("conn", moto_url, ["sts", "dynamodb"]),
         ("down", f"http://127.0.0.1:{free_port()}", ["sts"]),  # nothing listens there
     ):
-        kube.apply(
-            {
-                "apiVersion": API,
-                "kind": "AwsConnection",
-                "metadata": {"name": name},
-                "spec": {
-                    "region": "us-east-1",
-                    "endpointUrl": url,
-                    "credentials": {"secretRef": {"name": "aws-creds"}},
-                    "services": services,
-                    "probeInterval": "30s",
-                    "retry": {"maxAttempts": 1},
-                    "timeouts": {"connect": "1s", "read": "2s"},
-                },
-            },
+        apply_connection(
+            kube,
             namespace,
+            url,
+            name=name,
+            services=services,
+            probeInterval="30s",
+            retry={"maxAttempts": 1},
+            timeouts={"connect": "1s", "read": "2s"},
         )
     kube.apply(
         {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +35,20 @@ def active_keys(kube: Kube, namespace: str, policy: str, client: str) -> list[An
     return key_index(kube, namespace, policy).for_client(client, "Active")
 
 
-def setup_connection(kube: Kube, namespace: str, moto: MotoServer) -> None:
+STORAGE_SERVICES = ("sts", "s3", "dynamodb", "kinesis", "stepfunctions")
+
+
+def apply_connection(
+    kube: Kube,
+    namespace: str,
+    endpoint_url: str,
+    *,
+    name: str = "conn",
+    services: Sequence[str] = ("sts", "dynamodb"),
+    **spec: Any,
+) -> None:
+    """A Secret ``aws-creds`` with moto's test keys and an AwsConnection using it (extra ``spec`` fields
+    merged in); does not wait."""
     kube.apply(
         {
             "apiVersion": "v1",
@@ -48,17 +62,31 @@ def setup_connection(kube: Kube, namespace: str, moto: MotoServer) -> None:
         {
             "apiVersion": "incidentcommander.io/v1alpha1",
             "kind": "AwsConnection",
-            "metadata": {"name": "conn"},
+            "metadata": {"name": name},
             "spec": {
                 "region": "us-east-1",
-                "endpointUrl": moto.url,
+                "endpointUrl": endpoint_url,
                 "credentials": {"secretRef": {"name": "aws-creds"}},
-                "services": ["sts", "s3", "dynamodb", "kinesis", "stepfunctions"],
+                "services": list(services),
+                **spec,
             },
         },
         namespace,
     )
-    wait_for_condition(kube, "awsconnection", namespace, "conn")
+
+
+def setup_connection(
+    kube: Kube,
+    namespace: str,
+    moto: MotoServer,
+    *,
+    services: Sequence[str] = STORAGE_SERVICES,
+    logs: Callable[[], str] | None = None,
+    **spec: Any,
+) -> None:
+    """``apply_connection`` against moto, then wait until the connection is Ready."""
+    apply_connection(kube, namespace, moto.url, services=services, **spec)
+    wait_for_condition(kube, "awsconnection", namespace, "conn", timeout=30, logs=logs)
 
 
 def policy(name: str, namespace: str, clients: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
