@@ -34,10 +34,9 @@ from incident_commander.aws.resilience import CircuitBreaker
 from incident_commander.aws.spec import ConnectionSpec, parse_connection_spec
 from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition, find_condition
-from incident_commander.kinds.reconciliation import Assessment, transition_events
+from incident_commander.kinds.reconciliation import Assessment, apply_status
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
-from incident_commander.status import plan_status
 from incident_commander.telemetry.spans import traced_pass
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
@@ -365,28 +364,17 @@ class ConnectionRegistry:
             if runtime.clients is not None:
                 runtime.clients.close()
             runtime.clients, runtime.clients_key = None, None
-        now = self._clock()
-        plan = plan_status(
+        written = await apply_status(
+            self._kube,
+            runtime.ref,
             current=runtime.status,
             generation=runtime.generation,
-            conditions=assessment.conditions,
-            fields=assessment.fields,
-            now=now,
+            assessment=assessment,
+            now=self._clock(),
         )
-        if plan.patch:
-            stored = await asyncio.to_thread(self._kube.patch_status, runtime.ref, plan.patch)
-            if stored is None:
-                return
-            runtime.status = stored
-        if any(t.type == "Ready" for t in plan.transitions):
+        if written.stored is None:
+            return
+        runtime.status = written.stored
+        if any(t.type == "Ready" for t in written.plan.transitions):
             for callback in self._subscribers:
                 callback(runtime.ref.namespace, runtime.ref.name)
-        for event in transition_events(plan):
-            await asyncio.to_thread(
-                self._kube.post_event,
-                runtime.ref,
-                type_=event.type,
-                reason=event.reason,
-                message=event.message,
-                now=now,
-            )

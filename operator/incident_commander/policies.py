@@ -36,11 +36,10 @@ from incident_commander.conditions import Condition, find_condition, utc_timesta
 from incident_commander.connections import ConnectionNotReady, ConnectionRegistry
 from incident_commander.credentials import api_keys, signing
 from incident_commander.credentials.issuer import CredentialIssuer, CredentialOutcome, api_key_secret_name
-from incident_commander.kinds.reconciliation import Assessment, transition_events
+from incident_commander.kinds.reconciliation import Assessment, apply_status
 from incident_commander.kube_api import Conflict, KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.policy_spec import PolicySpec, parse_policy_spec
-from incident_commander.status import plan_status
 from incident_commander.storage import provisioner
 from incident_commander.storage.provisioner import ResourceStatus
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
@@ -454,21 +453,16 @@ class PolicyRegistry:
         )
 
     async def _write(self, policy: _Policy, assessment: Assessment) -> None:
-        now = self._clock()
-        plan = plan_status(
+        written = await apply_status(
+            self._kube,
+            policy.ref,
             current=policy.status,
             generation=int(policy.body["metadata"].get("generation") or 0),
-            conditions=assessment.conditions,
-            fields=assessment.fields,
-            now=now,
+            assessment=assessment,
+            now=self._clock(),
         )
-        if plan.patch:
-            stored = await asyncio.to_thread(self._kube.patch_status, policy.ref, plan.patch)
-            if stored is None:
-                return
-            policy.status = stored
-        for event in transition_events(plan):
-            await self._event(policy, event.type, event.reason, event.message)
+        if written.stored is not None:
+            policy.status = written.stored
 
     async def _event(self, policy: _Policy, type_: str, reason: str, message: str) -> None:
         await asyncio.to_thread(

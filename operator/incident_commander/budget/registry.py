@@ -39,10 +39,9 @@ from incident_commander.budget.model import (
 from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition, utc_timestamp
 from incident_commander.connections import ConnectionNotReady, ReadyConnection
-from incident_commander.kinds.reconciliation import transition_events
+from incident_commander.kinds.reconciliation import Assessment, apply_status
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import PREFIX, OperatorMetrics
-from incident_commander.status import plan_status
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
 from incident_commander.workers import ObjectWorker, wake_referencing
@@ -631,21 +630,19 @@ class BudgetRegistry:
         now: datetime | None = None,
     ) -> None:
         now = now or self._clock()
-        generation = int(budget.body["metadata"].get("generation") or 0)
-        plan = plan_status(
-            current=budget.status, generation=generation, conditions=conditions, fields=fields, now=now
+        written = await apply_status(
+            self._kube,
+            budget.ref,
+            current=budget.status,
+            generation=int(budget.body["metadata"].get("generation") or 0),
+            assessment=Assessment(conditions=conditions, fields=fields),
+            now=now,
+            # lastEvaluated only rides along with a change or a Cost Explorer round, never alone.
+            extra={"lastEvaluated": utc_timestamp(now)} if fields else None,
+            force=evaluated,
         )
-        if plan.patch is None and not evaluated:
-            return
-        patch = dict(plan.patch or {})
-        if fields:
-            patch["lastEvaluated"] = utc_timestamp(now)  # only with a change or a Cost Explorer round
-        stored = await asyncio.to_thread(self._kube.patch_status, budget.ref, patch)
-        if stored is None:
-            return
-        budget.status = stored
-        for event in transition_events(plan):
-            await self._event(budget, event.type, event.reason, event.message)
+        if written.stored is not None:
+            budget.status = written.stored
 
     async def _event(self, budget: _Budget, type_: str, reason: str, message: str) -> None:
         await asyncio.to_thread(

@@ -1,24 +1,22 @@
-"""The plumbing every kind shares: status writes, transition Events, metrics.
+"""The plumbing every kind shares: status writes and transition Events.
 
 Kind modules decide (pure functions returning conditions and status fields);
-this module acts on kopf's patch and posts Events, so the three kinds behave
-the same way towards users.
+``apply_status`` acts: it patches the status subresource only when the planned
+status differs from the stored one, and posts one Event per condition flip, so
+the three kinds behave the same way towards users.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-import kopf
-
-from incident_commander import API_GROUP, API_VERSION
-from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition
-from incident_commander.metrics import OperatorMetrics
+from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.status import StatusPlan, plan_status
 
 logger = logging.getLogger(__name__)
@@ -33,17 +31,6 @@ class Assessment:
 
     conditions: list[Condition]
     fields: Mapping[str, Any] = field(default_factory=dict)
-
-
-Assess = Callable[[kopf.Body], Assessment]
-
-
-@dataclass(frozen=True, kw_only=True)
-class KindContext:
-    """Collaborators handed to every kind's handlers instead of module globals."""
-
-    metrics: OperatorMetrics
-    clock: Clock = system_clock
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,40 +60,41 @@ def transition_events(plan: StatusPlan) -> list[EventSpec]:
     return events
 
 
-def write_status(
-    *, body: kopf.Body, patch: kopf.Patch, assessment: Assessment, ctx: KindContext
-) -> StatusPlan:
-    """Stage the status change on kopf's patch (nothing if unchanged); post an Event per flip."""
+@dataclass(frozen=True, kw_only=True)
+class StatusWrite:
+    """What ``apply_status`` did: the plan, and the status now stored (None: the object is gone)."""
+
+    plan: StatusPlan
+    stored: dict[str, Any] | None
+
+
+async def apply_status(
+    kube: KubeApi,
+    ref: ObjectRef,
+    *,
+    current: Mapping[str, Any] | None,
+    generation: int,
+    assessment: Assessment,
+    now: datetime,
+    extra: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> StatusWrite:
+    """Patch the status when the plan differs from ``current`` (or ``force``; ``extra`` fields ride
+    along with a write but never cause one), then post an Event per condition flip."""
     plan = plan_status(
-        current=body.get("status"),
-        generation=int(body.meta.get("generation") or 0),
+        current=current,
+        generation=generation,
         conditions=assessment.conditions,
         fields=assessment.fields,
-        now=ctx.clock(),
+        now=now,
     )
-    if plan.patch:
-        for key, value in plan.patch.items():
-            patch.status[key] = value
+    stored: dict[str, Any] | None = dict(current or {})
+    if plan.patch or force:
+        stored = await asyncio.to_thread(kube.patch_status, ref, {**(plan.patch or {}), **(extra or {})})
+        if stored is None:
+            return StatusWrite(plan=plan, stored=None)
     for event in transition_events(plan):
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    return plan
-
-
-def register_reconciler(
-    registry: kopf.OperatorRegistry, *, kind: str, plural: str, assess: Assess, ctx: KindContext
-) -> None:
-    """Reconcile on create, on every spec change and when the operator resumes."""
-
-    def reconcile(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-        started = time.perf_counter()
-        outcome = "error"
-        try:
-            write_status(body=body, patch=patch, assessment=assess(body), ctx=ctx)
-            outcome = "success"
-        finally:
-            ctx.metrics.reconciliations.labels(kind=kind, outcome=outcome).inc()
-            ctx.metrics.reconcile_duration.labels(kind=kind).observe(time.perf_counter() - started)
-
-    handler_id = f"reconcile-{plural}"
-    for cause in (kopf.on.create, kopf.on.update, kopf.on.resume):
-        cause(API_GROUP, API_VERSION, plural, registry=registry, id=handler_id)(reconcile)
+        await asyncio.to_thread(
+            kube.post_event, ref, type_=event.type, reason=event.reason, message=event.message, now=now
+        )
+    return StatusWrite(plan=plan, stored=stored)
