@@ -59,7 +59,13 @@ def apply(kube: Kube, kind: str, name: str, spec: dict[str, Any]) -> None:
     kube.apply({"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec}, NS)
 
 
-def budget_and_policy(world: World, name: str, limit: str, thresholds: list[dict[str, Any]]) -> str:
+def budget_and_policy(
+    world: World,
+    name: str,
+    limit: str,
+    thresholds: list[dict[str, Any]],
+    rate_limit: dict[str, int] | None = None,
+) -> str:
     apply(
         world.kube,
         "BudgetPolicy",
@@ -84,7 +90,7 @@ def budget_and_policy(world: World, name: str, limit: str, thresholds: list[dict
             "modelRouting": {"simpleModel": "small", "complexModel": "large", "complexityThreshold": 0.5},
             "sampling": {"detectionRate": 1.0, "minDetectionRate": 0.2},
             "apiClients": [{"name": "agent", "role": "responder"}],
-            "auth": {"rateLimit": {"requestsPerMinute": 100000, "burst": 10000}},
+            "auth": {"rateLimit": rate_limit or {"requestsPerMinute": 100000, "burst": 10000}},
         },
     )
     wait_for_condition(world.kube, "budgetpolicy", NS, name, timeout=60, logs=world.operator.logs)
@@ -204,6 +210,40 @@ def test_thresholds_reach_routing_and_policy_status_within_seconds(world: World)
     budget = world.kube.get("budgetpolicy", NS, "phases")
     assert budget["status"]["phase"] == "Exceeded" and budget["status"]["activeAction"] == "Halt"
     assert Decimal(budget["status"]["spend"]["ledger"]) == Decimal("10")
+
+
+def accepted_in_a_row(world: World, policy: str, attempts: int) -> int:
+    """Route requests back to back; how many pass before and between 429s."""
+    return sum(route(world, policy)[0] == 200 for _ in range(attempts))
+
+
+def test_throttle_quarters_the_routing_rate(world: World) -> None:
+    # 6 requests a minute, burst 10: the bucket refills one token per 10 s, so almost none come back
+    # meanwhile. Usage reports take a token each too.
+    budget_and_policy(
+        world,
+        "throttled",
+        "10.00",
+        [{"percent": 50, "action": "Throttle"}],
+        rate_limit={"requestsPerMinute": 6, "burst": 10},
+    )
+    usage(world, "throttled", 1000)  # $1.00: 10 %, no action yet
+    assert accepted_in_a_row(world, "throttled", 4) == 4  # 1 + 4 of 10 tokens spent, one each
+    usage(world, "throttled", 5000)  # $6.00: 60 %, Throttle
+    wait_for(
+        world.kube,
+        "incidentpolicy",
+        NS,
+        "throttled",
+        lambda o: (o.get("status") or {}).get("effectiveModelRouting", {}).get("mode") == "Throttled",
+        timeout=10,
+        logs=world.operator.logs,
+    )
+    # The 4 tokens left (after this report's) pay for one routing request at 4 tokens each, where
+    # they paid for 4 before.
+    assert accepted_in_a_row(world, "throttled", 4) == 1
+    status, body = route(world, "throttled")
+    assert status == 429 and body["error"] == "TooManyRequests"
 
 
 def test_concurrent_reports_with_retries_and_a_sigkill_count_exactly_once(world: World) -> None:
