@@ -18,6 +18,7 @@ from incident_commander.api.directory import Directory
 from incident_commander.api.keyring import Keyring
 from incident_commander.credentials.issuer import LABEL_MANAGED_BY, MANAGED_BY
 from incident_commander.kube_api import KubeApi
+from incident_commander.relist import forget_vanished
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def register(registry: kopf.OperatorRegistry, *, keyring: Keyring, directory: Di
     @kopf.on.event(
         "", "v1", "secrets", registry=registry, labels={LABEL_MANAGED_BY: MANAGED_BY}, id="api-keyring"
     )
+    @forget_vanished("secrets")
     async def managed_secret(type: str | None, body: kopf.Body, **_: Any) -> None:
         keyring.secret_event(type, body)
 
@@ -41,7 +43,7 @@ def register(registry: kopf.OperatorRegistry, *, keyring: Keyring, directory: Di
             directory.observe(_kind, type, body)
 
         kopf.on.event(API_GROUP, API_VERSION, plural, registry=registry, id=f"api-directory-{plural}")(
-            observe
+            forget_vanished(plural)(observe)
         )
 
 

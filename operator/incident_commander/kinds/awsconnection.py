@@ -15,6 +15,7 @@ import kopf
 
 from incident_commander import API_GROUP, API_VERSION
 from incident_commander.connections import PLURAL, ConnectionRegistry
+from incident_commander.relist import forget_vanished
 
 KIND = "AwsConnection"
 
@@ -23,6 +24,7 @@ def register(registry: kopf.OperatorRegistry, connections: ConnectionRegistry) -
     """Attach this kind's handlers to the operator's registry."""
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    @forget_vanished(PLURAL)
     async def connection_event(
         type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any
     ) -> None:

@@ -13,6 +13,7 @@ import kopf
 
 from incident_commander import API_GROUP, API_VERSION
 from incident_commander.budget.registry import PLURAL, BudgetRegistry
+from incident_commander.relist import forget_vanished
 
 KIND = "BudgetPolicy"
 
@@ -21,6 +22,7 @@ def register(registry: kopf.OperatorRegistry, budgets: BudgetRegistry) -> None:
     """Attach this kind's handlers to the operator's registry."""
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    @forget_vanished(PLURAL)
     async def budget_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         if type == "DELETED":
             budgets.forget(str(namespace), name)

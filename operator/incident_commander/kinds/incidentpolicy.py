@@ -15,12 +15,14 @@ import kopf
 from incident_commander import API_GROUP, API_VERSION
 from incident_commander.credentials.issuer import LABEL_MANAGED_BY, LABEL_POLICY, MANAGED_BY
 from incident_commander.policies import PLURAL, PolicyRegistry
+from incident_commander.relist import forget_vanished
 
 
 def register(registry: kopf.OperatorRegistry, policies: PolicyRegistry) -> None:
     """Attach this kind's handlers to the operator's registry."""
 
     @kopf.on.event(API_GROUP, API_VERSION, PLURAL, registry=registry)
+    @forget_vanished(PLURAL)
     async def policy_event(type: str, body: kopf.Body, name: str, namespace: str | None, **_: Any) -> None:
         if type == "DELETED":
             policies.forget(str(namespace), name)
