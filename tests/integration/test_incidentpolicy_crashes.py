@@ -12,7 +12,9 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import kubernetes
 import pytest
 
 from tests.support.endpoints import OperatorProcess
@@ -25,9 +27,10 @@ pytestmark = pytest.mark.integration
 RUNS = 30
 NAMESPACE = "crash"
 CLIENTS = [
-    {"name": f"agent-{i}", "role": "responder", "rotationPeriod": "1h", "gracePeriod": "2s"} for i in range(8)
+    {"name": f"agent-{i}", "role": "responder", "rotationPeriod": "1h", "gracePeriod": "2s"}
+    for i in range(12)
 ]
-# Eight clients make one rotation about 25 writes long, a window wide enough for random kills to land in.
+# Twelve clients make one rotation about 37 writes long, a window wide enough for random kills to land in.
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +74,12 @@ def wait_until_live(kube: Kube, operator: OperatorProcess) -> None:
     )
 
 
+def index_version(core: Any) -> str:
+    """The key index Secret's resourceVersion, read with the Python client (kubectl is too slow to
+    notice a write sequence that lasts a few hundred milliseconds)."""
+    return str(core.read_namespaced_secret("crashy-api-key-index", NAMESPACE).metadata.resource_version)
+
+
 def test_sigkill_during_issuance_and_rotation_loses_nothing(isolated: Kube, tmp_path: Path) -> None:
     rng = random.Random(20261125)  # noqa: S311 - picks test timings, not secrets
     kube = isolated
@@ -94,11 +103,15 @@ def test_sigkill_during_issuance_and_rotation_loses_nothing(isolated: Kube, tmp_
     rotation_seconds = time.monotonic() - started
     operator.stop()
 
+    core = kubernetes.client.CoreV1Api(
+        kubernetes.config.new_client_from_config(config_file=str(kube.kubeconfig))
+    )
     kills: list[tuple[str, float]] = []
     interrupted = 0  # kills that left a write sequence half done (a Pending key or queued rotations)
     for run in range(RUNS):
         operator = OperatorProcess.start(kube, tmp_path, extra_args=("--namespace", NAMESPACE))
         wait_until_live(kube, operator)
+        before = index_version(core)
         action = rng.choice(["rotate", "rotate", "drop-client", "restore-clients"])
         if action == "rotate":
             kube.kubectl(
@@ -114,7 +127,13 @@ def test_sigkill_during_issuance_and_rotation_loses_nothing(isolated: Kube, tmp_
             kube.apply(manifest(CLIENTS[: rng.randint(1, len(CLIENTS) - 1)]), NAMESPACE)
         else:
             kube.apply(manifest(CLIENTS), NAMESPACE)
-        delay = rng.uniform(0.2, 0.9) * rotation_seconds  # past the watch latency, before the end
+        # Aim inside the write sequence: wait for its first write (the key index changes), then kill
+        # at a random point of a typical sequence. Timing from the action alone missed too often on
+        # a loaded machine (the watch latency varies more than a rotation lasts).
+        deadline = time.monotonic() + 2 * rotation_seconds + 5
+        while index_version(core) == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        delay = rng.uniform(0.0, 0.7) * rotation_seconds
         time.sleep(delay)
         code = operator.process.stop(signal.SIGKILL)
         assert code == -signal.SIGKILL
