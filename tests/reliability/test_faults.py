@@ -341,7 +341,7 @@ def watch_from(rig: Rig, ns: str, resource_version: str) -> int:
     return 200
 
 
-@pytest.mark.skipif(not LONG, reason="long variant only (IC_RELIABILITY=long)")
+@pytest.mark.long_only
 def test_no_fault_control(healthy: Rig) -> None:
     """Sanity of the checker itself: a scenario with no fault passes every invariant."""
     rig = healthy

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,17 @@ class Attempt:
     service: str
     at: float
     fault: str | None
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """Clients that give up (timeouts, the operator's own cancellations) reset connections mid-answer;
+    that is what the slow and reset faults provoke, so it is not worth a traceback on stderr."""
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -115,7 +127,7 @@ class FaultProxy:
 
             do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _handle
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = _QuietServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
