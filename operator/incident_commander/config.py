@@ -62,6 +62,11 @@ class OperatorConfig:
     deletion_timeout: timedelta = timedelta(minutes=5)
     """How long a policy's deletion may wait for AWS cleanup before its resources are left behind."""
 
+    ledger_refresh: timedelta = timedelta(minutes=10)
+    """How often each budget re-reads its ledger counter for usage that other replicas recorded.
+    5s by default with ``--peering`` (any replica's API may record usage); 10m standalone, where this
+    process records every report itself and the read is only a safety net."""
+
     tls_cert_file: str | None = None
     """PEM certificate (chain) for the API port; with ``tls_key_file`` the API speaks HTTPS."""
 
@@ -131,6 +136,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="give up deleting a policy's AWS resources after this long (e.g. 5m)",
     )
     run.add_argument(
+        "--ledger-refresh",
+        default=_env(env, "LEDGER_REFRESH", "") or None,
+        help="re-read budget ledgers this often (default 5s with --peering, else 10m)",
+    )
+    run.add_argument(
         "--tls-cert-file",
         default=_env(env, "TLS_CERT_FILE", "") or None,
         help="PEM certificate for the API port (with --tls-key-file: HTTPS)",
@@ -161,6 +171,7 @@ def config_from_args(
         peering_priority=args.peering_priority or secrets.randbelow(1_000_000) + 1,
         cors_origins=tuple(args.cors_origins),
         deletion_timeout=parse_duration(args.deletion_timeout),
+        ledger_refresh=parse_duration(args.ledger_refresh or ("5s" if args.peering_name else "10m")),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
     )

@@ -66,7 +66,13 @@ def build_registry(
     tracer = tracing.tracer
     kube = KubeApi(load_api_client())
     connections = ConnectionRegistry(kube=kube, metrics=metrics, tracer=tracer)
-    budgets = BudgetRegistry(kube=kube, connections=connections, metrics=metrics, tracer=tracer)
+    budgets = BudgetRegistry(
+        kube=kube,
+        connections=connections,
+        metrics=metrics,
+        tracer=tracer,
+        ledger_refresh=config.ledger_refresh.total_seconds(),
+    )
     policies = PolicyRegistry(
         kube=kube,
         connections=connections,

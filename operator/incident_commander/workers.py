@@ -48,12 +48,25 @@ class ObjectWorker:
         self._metrics = metrics
         self._gate = gate
         self._wake = asyncio.Event()
+        self._soon: asyncio.TimerHandle | None = None
         self._task = asyncio.create_task(self._loop(), name=f"{kind} {name}")
 
     def wake(self) -> None:
         self._wake.set()
 
+    def wake_within(self, seconds: float) -> None:
+        """Run a pass within ``seconds``; requests made meanwhile share that one pass."""
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_later(seconds, self._wake_soon)
+
+    def _wake_soon(self) -> None:
+        self._soon = None
+        self._wake.set()
+
     def cancel(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         self._task.cancel()
 
     async def _loop(self) -> None:

@@ -45,3 +45,9 @@ def test_tls_needs_both_files() -> None:
         config_from_args(["run", "--tls-cert-file", "/c.pem"], environ={})
     config = config_from_args(["run", "--tls-cert-file", "/c.pem", "--tls-key-file", "/k.pem"], environ={})
     assert (config.tls_cert_file, config.tls_key_file) == ("/c.pem", "/k.pem")
+
+
+def test_ledger_refresh_is_short_with_peering_and_long_standalone() -> None:
+    assert config_from_args(["run"], environ={}).ledger_refresh.total_seconds() == 600
+    assert config_from_args(["run", "--peering", "p"], environ={}).ledger_refresh.total_seconds() == 5
+    assert config_from_args(["run", "--ledger-refresh", "30s"], environ={}).ledger_refresh.total_seconds() == 30

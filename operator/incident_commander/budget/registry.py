@@ -1,11 +1,12 @@
 """The registry of BudgetPolicies: one worker per budget, and the interface the HTTP API uses.
 
 A budget's worker runs a pass when its spec or break-glass annotation changes, when usage moves
-its phase, every ``LEDGER_REFRESH`` seconds (one strongly consistent DynamoDB read, to see usage
-other replicas recorded), at the period's end, and when Cost Explorer is due. Cost Explorer is
-queried only when ``lastCostExplorerQuery + evaluationInterval`` has passed (that time survives
-restarts in status), or at once when the inputs of the figure (connection, period, filter)
-changed. Status is written only when it differs.
+its phase, every ``ledger_refresh`` seconds (one strongly consistent DynamoDB read, to see usage
+other replicas recorded: short with several replicas, long when this process records it all), at
+the period's end, and when Cost Explorer is due. Cost Explorer is queried only when
+``lastCostExplorerQuery + evaluationInterval`` has passed (that time survives restarts in status),
+or at once when the inputs of the figure (connection, period, filter) changed. Status is written
+only when it differs.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ LEDGER_REFRESH = 5.0
 """Seconds between reads of the ledger counter (usage recorded by other replicas)."""
 RETRY = 15.0
 WARMUP_RETRY = 0.5
+STATUS_AFTER_USAGE = 2.0
+"""Seconds between recorded usage and the status write that shows it (coalescing bursts)."""
 CE_RETRY_MAX = timedelta(minutes=5)
 FUTURE_SKEW = timedelta(minutes=5)
 
@@ -107,6 +110,7 @@ class BudgetRegistry:
         ledger_threads: int = 32,
         table: str = ledger.TABLE,
         tracer: Tracer = NOOP_TRACER,
+        ledger_refresh: float = LEDGER_REFRESH,
     ) -> None:
         self._kube = kube
         self._tracer = tracer
@@ -114,6 +118,7 @@ class BudgetRegistry:
         self._metrics = metrics
         self._clock = clock
         self._table = table
+        self._ledger_refresh = ledger_refresh
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._subscribers: list[Callable[[str, str], None]] = []
         self._gate = asyncio.Semaphore(16)
@@ -386,7 +391,7 @@ class BudgetRegistry:
         await self._write(budget, [ready, exceeded], fields, evaluated=queried, now=now)
         await self._publish(budget, state)
 
-        delays = [LEDGER_REFRESH, (period[1] - now).total_seconds() + 0.01]
+        delays = [self._ledger_refresh, (period[1] - now).total_seconds() + 0.01]
         if connection is None:
             delays.append(RETRY)
         due = self._ce_due(budget, spec, period)
@@ -585,10 +590,13 @@ class BudgetRegistry:
         if budget.actual_period != period[0]:
             return  # the worker has not taken in the new period yet; it will
         state = self._evaluate(budget, spec, period, now, break_glass)
+        assert budget.worker is not None
         if self._key(state) != budget.notified:
             await self._publish(budget, state)
-            assert budget.worker is not None
             budget.worker.wake()  # status and Events follow within the pass
+        else:
+            # The spend moved but not the phase: status follows soon, one write for a burst of reports.
+            budget.worker.wake_within(STATUS_AFTER_USAGE)
 
     @staticmethod
     def _key(state: BudgetState | None) -> tuple[Any, ...] | None:
