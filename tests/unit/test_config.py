@@ -50,4 +50,6 @@ def test_tls_needs_both_files() -> None:
 def test_ledger_refresh_is_short_with_peering_and_long_standalone() -> None:
     assert config_from_args(["run"], environ={}).ledger_refresh.total_seconds() == 600
     assert config_from_args(["run", "--peering", "p"], environ={}).ledger_refresh.total_seconds() == 5
-    assert config_from_args(["run", "--ledger-refresh", "30s"], environ={}).ledger_refresh.total_seconds() == 30
+    assert (
+        config_from_args(["run", "--ledger-refresh", "30s"], environ={}).ledger_refresh.total_seconds() == 30
+    )
