@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
 from opentelemetry.trace import Tracer
 
 from incident_commander.aws.clients import ConnectionClients, new_model_loader
@@ -257,6 +258,14 @@ class ConnectionRegistry:
                 outcome = "success"
             except asyncio.CancelledError:
                 raise
+            except ApiException as refused:  # e.g. its namespace is being deleted: one line, no traceback
+                logger.warning(
+                    "probe round of %s/%s: the Kubernetes API refused a request (%s %s)",
+                    runtime.ref.namespace,
+                    runtime.ref.name,
+                    refused.status,
+                    refused.reason,
+                )
             except Exception:
                 logger.exception("probe round of %s/%s failed", runtime.ref.namespace, runtime.ref.name)
             finally:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+from kubernetes.client.exceptions import ApiException
 from opentelemetry.trace import Tracer
 
 from incident_commander.metrics import OperatorMetrics
@@ -84,6 +85,17 @@ class ObjectWorker:
                 outcome = "success"
             except asyncio.CancelledError:
                 raise
+            except ApiException as refused:
+                # An answer from the apiserver (a namespace being deleted, a missing permission, a
+                # conflict): expected in a live cluster, so one line and a retry, not a traceback.
+                logger.warning(
+                    "%s %s: the Kubernetes API refused a request (%s %s); retrying in %ss",
+                    self._kind,
+                    self._name,
+                    refused.status,
+                    refused.reason,
+                    delay,
+                )
             except Exception:
                 logger.exception(
                     "%s %s: reconciliation failed; retrying in %ss", self._kind, self._name, delay
