@@ -129,10 +129,6 @@ class Keyring:
         self._signing[policy] = tuple(loaded_keys)
         self._jwks[policy] = jwks(keys)
 
-    def forget_policy(self, policy: PolicyKey) -> None:
-        self.set_index(policy, None)
-        self.set_signing_keys(policy, ())
-
     # -- queries -------------------------------------------------------------------------------
     def verify_api_key(self, presented: str, now: datetime) -> Principal | AuthFailure:
         key_id = api_keys.parse_key_id(presented)
@@ -184,9 +180,6 @@ class Keyring:
 
     def jwks(self, policy: PolicyKey) -> dict[str, Any] | None:
         return self._jwks.get(policy)
-
-    def policies(self) -> list[PolicyKey]:
-        return sorted(set(self._indexes) | set(self._signing))
 
 
 def _json_field(body: Mapping[str, Any], field: str) -> Any:
