@@ -27,7 +27,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from opentelemetry.trace import Tracer
 
-from incident_commander.aws.clients import ConnectionClients, new_model_loader
+from incident_commander.aws.clients import DEFAULT_CLIENT_CACHE, ClientCache, ConnectionClients
 from incident_commander.aws.credentials import CredentialsError, keys_from_secret
 from incident_commander.aws.health import DEFAULT_HEARTBEAT, assess_credentials_failure, assess_round
 from incident_commander.aws.probes import ProbeContext, ServiceProbe, probe_service
@@ -113,6 +113,7 @@ class ConnectionRegistry:
         clock: Clock = system_clock,
         heartbeat: timedelta = DEFAULT_HEARTBEAT,
         aws_threads: int = 64,
+        client_cache: int = DEFAULT_CLIENT_CACHE,
         tracer: Tracer = NOOP_TRACER,
     ) -> None:
         self._kube = kube
@@ -124,7 +125,8 @@ class ConnectionRegistry:
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._executor = ContextThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self._rounds = asyncio.Semaphore(MAX_CONCURRENT_ROUNDS)
-        self._loader = new_model_loader()
+        self.client_cache = ClientCache(client_cache, on_build=metrics.aws_client_builds.inc)
+        metrics.aws_clients.set_function(lambda: len(self.client_cache))
         self._subscribers: list[Callable[[str, str], None]] = []
         self._started = time.monotonic()
 
@@ -358,7 +360,7 @@ class ConnectionRegistry:
         loop = asyncio.get_running_loop()
         try:
             clients = await loop.run_in_executor(
-                self._executor, ConnectionClients.build, spec, keys, self._loader
+                self._executor, ConnectionClients.build, spec, keys, self.client_cache
             )
         finally:
             runtime.secret_stale = False

@@ -61,6 +61,16 @@ class OperatorMetrics:
             ["namespace", "connection", "service"],
             registry=self.registry,
         )
+        self.aws_clients = Gauge(
+            f"{PREFIX}_aws_clients",
+            "boto3 clients alive in the operator's client cache (at most --aws-client-cache).",
+            registry=self.registry,
+        )
+        self.aws_client_builds = Counter(
+            f"{PREFIX}_aws_client_builds",
+            "boto3 clients built; growing faster than connections change means the cache is too small.",
+            registry=self.registry,
+        )
         self.budget_limit = Gauge(
             f"{PREFIX}_budget_limit",
             "The budget's limit for one period, in its currency.",

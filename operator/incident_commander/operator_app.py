@@ -65,7 +65,9 @@ def build_registry(
     tracing = tracing or disabled()
     tracer = tracing.tracer
     kube = KubeApi(load_api_client())
-    connections = ConnectionRegistry(kube=kube, metrics=metrics, tracer=tracer)
+    connections = ConnectionRegistry(
+        kube=kube, metrics=metrics, client_cache=config.aws_client_cache, tracer=tracer
+    )
     budgets = BudgetRegistry(
         kube=kube,
         connections=connections,

@@ -28,7 +28,7 @@ import boto3
 import kubernetes
 import pytest
 
-from incident_commander.aws.clients import ConnectionClients, new_model_loader
+from incident_commander.aws.clients import ClientCache, ConnectionClients
 from incident_commander.aws.credentials import StaticKeys
 from incident_commander.aws.spec import parse_connection_spec
 from incident_commander.budget import calc, ledger
@@ -275,7 +275,7 @@ class StaticConnections:
 
 def local_registry(kube: Kube, url: str, *, clock: Any = None) -> BudgetRegistry:
     spec = parse_connection_spec({"region": "us-east-1", "endpointUrl": url})
-    clients = ConnectionClients.build(spec, StaticKeys("testing", "testing"), new_model_loader())
+    clients = ConnectionClients.build(spec, StaticKeys("testing", "testing"), ClientCache())
     ready = ReadyConnection(namespace="-", name="conn", account_id="123456789012", clients=clients)
     kwargs: dict[str, Any] = {"clock": clock} if clock else {}
     api_client = kubernetes.config.new_client_from_config(config_file=str(kube.kubeconfig))
