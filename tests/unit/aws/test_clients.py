@@ -12,7 +12,9 @@ from incident_commander.aws.clients import ClientCache, ConnectionClients
 from incident_commander.aws.credentials import StaticKeys
 from incident_commander.aws.spec import parse_connection_spec
 
-SPEC = parse_connection_spec({"region": "eu-west-1", "endpointUrl": "http://127.0.0.1:9", "services": ["sts"]})
+SPEC = parse_connection_spec(
+    {"region": "eu-west-1", "endpointUrl": "http://127.0.0.1:9", "services": ["sts"]}
+)
 
 
 @pytest.fixture(scope="module")
