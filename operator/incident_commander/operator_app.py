@@ -18,6 +18,7 @@ from incident_commander.api import watches as api_watches
 from incident_commander.api.app import ApiContext, build_api_app
 from incident_commander.api.budget_bridge import BudgetBridge
 from incident_commander.api.directory import Directory
+from incident_commander.api.history import History
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.budget.registry import BudgetRegistry
@@ -86,12 +87,14 @@ def build_registry(
     budgets.subscribe(policies.budget_changed)
     connections.subscribe(policies.connection_changed)
     connections.subscribe(budgets.connection_changed)
-    keyring, directory = Keyring(), Directory()
+    history = History()
+    keyring, directory = Keyring(), Directory(on_policy_deleted=history.forget)
     bridge = BudgetBridge(budgets)
     api = build_api_app(
         ApiContext(
             keyring=keyring,
             directory=directory,
+            history=history,
             metrics=ApiMetrics(metrics.registry),
             effective_for=bridge.effective_for,
             usage=bridge,

@@ -9,7 +9,7 @@ calls and follows edits within the watch latency.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,9 +83,11 @@ def ready_state(body: Mapping[str, Any]) -> str:
 class Directory:
     """Objects by kind and key; the IncidentPolicies also by their parsed view."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_policy_deleted: Callable[[tuple[str, str]], None] = lambda key: None) -> None:
         self._states: dict[str, dict[tuple[str, str], str]] = {kind: {} for kind in KINDS}
         self._policies: dict[tuple[str, str], PolicyView] = {}
+        self._on_policy_deleted = on_policy_deleted
+        """Lets per-policy state elsewhere (the API's history) go with the policy."""
 
     def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -94,6 +96,7 @@ class Directory:
             self._states[kind].pop(key, None)
             if kind == "IncidentPolicy":
                 self._policies.pop(key, None)
+                self._on_policy_deleted(key)
             return
         self._states[kind][key] = ready_state(body)
         if kind == "IncidentPolicy":
