@@ -50,6 +50,8 @@ BREAKER_THRESHOLD = 3
 MAX_CONCURRENT_ROUNDS = 16
 WARMUP_SECONDS = 10.0
 """After a start, how long an unknown connection counts as "not listed yet" rather than missing."""
+FIRST_PROBE_GRACE = 30.0
+"""How long a new connection's users wait for its first probe round before calling it not ready."""
 
 
 class ConnectionNotReady(Exception):
@@ -92,6 +94,7 @@ class _Runtime:
     account_id: str | None = None
     probed: bool = False
     """Whether this process has finished a probe round for the connection."""
+    seen: float = field(default_factory=time.monotonic)
 
     def breaker(self, service: str) -> CircuitBreaker:
         if service not in self.breakers:
@@ -159,6 +162,22 @@ class ConnectionRegistry:
             return False
         ready = find_condition(runtime.status.get("conditions"), "Ready")
         return ready is not None and ready.get("status") == "True"
+
+    def first_probe_pending(self, namespace: str, name: str) -> bool:
+        """True while a new connection (no Ready condition at all) has its first probe round
+        running, for at most FIRST_PROBE_GRACE.
+
+        Objects applied together (``kubectl apply -f`` of a connection and the budget on it)
+        would otherwise report ConnectionNotReady with a Warning Event and flip to Ready a
+        moment later. The first Ready, True or False, reaches subscribers, so users may wait
+        for it rather than poll.
+        """
+        runtime = self._entries.get((namespace, name))
+        if runtime is None or runtime.probed:
+            return False
+        if find_condition(runtime.status.get("conditions"), "Ready") is not None:
+            return False
+        return time.monotonic() - runtime.seen < FIRST_PROBE_GRACE
 
     def subscribe(self, callback: Callable[[str, str], None]) -> None:
         """``callback(namespace, name)`` runs on the event loop whenever a connection's Ready flips,

@@ -272,6 +272,9 @@ class StaticConnections:
     def warming_up(self, namespace: str, name: str) -> bool:
         return False
 
+    def first_probe_pending(self, namespace: str, name: str) -> bool:
+        return False
+
 
 def local_registry(kube: Kube, url: str, *, clock: Any = None) -> BudgetRegistry:
     spec = parse_connection_spec({"region": "us-east-1", "endpointUrl": url})

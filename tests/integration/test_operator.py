@@ -88,6 +88,54 @@ def ready_budget(
     return wait_for_condition(crds, "budgetpolicy", namespace, "platform-monthly", logs=operator.logs)
 
 
+def event_reasons(crds: Kube, namespace: str, name: str) -> list[str]:
+    return crds.kubectl(
+        "get",
+        "events",
+        "-n",
+        namespace,
+        "--field-selector",
+        f"involvedObject.name={name}",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
+    ).stdout.split()
+
+
+def test_a_budget_applied_with_its_connection_waits_for_the_first_probe(
+    crds: Kube, operator: OperatorProcess, moto: MotoServer, namespace: str
+) -> None:
+    """One ``kubectl apply`` of everything: the budget does not report ConnectionNotReady (with a
+    Warning Event) while its connection is being probed for the first time."""
+    secret = (EXAMPLES / "aws-credentials-secret.yaml").read_text()
+    connection = (EXAMPLES / "awsconnection.yaml").read_text().replace("http://127.0.0.1:4566", moto.url)
+    budget = (EXAMPLES / "budgetpolicy.yaml").read_text()
+    crds.apply(f"{secret}\n---\n{connection}\n---\n{budget}", namespace)
+    obj = wait_for_condition(crds, "budgetpolicy", namespace, "platform-monthly", logs=operator.logs)
+    assert event_reasons(crds, namespace, "platform-monthly") == [condition(obj, "Ready")["reason"]]  # type: ignore[index]
+
+
+def test_a_budget_on_a_connection_whose_first_probe_fails_says_so(
+    crds: Kube, operator: OperatorProcess, namespace: str
+) -> None:
+    secret = (EXAMPLES / "aws-credentials-secret.yaml").read_text()
+    # Nothing listens on port 9 of loopback: every probe is refused at once.
+    connection = (
+        (EXAMPLES / "awsconnection.yaml").read_text().replace("http://127.0.0.1:4566", "http://127.0.0.1:9")
+    )
+    budget = (EXAMPLES / "budgetpolicy.yaml").read_text()
+    crds.apply(f"{secret}\n---\n{connection}\n---\n{budget}", namespace)
+    obj = wait_for_condition(
+        crds,
+        "budgetpolicy",
+        namespace,
+        "platform-monthly",
+        status="False",
+        reason="ConnectionNotReady",
+        logs=operator.logs,
+    )
+    assert "emulator" in condition(obj, "Ready")["message"]  # type: ignore[index,operator]
+
+
 def test_ready_transition_posts_one_event_and_status_stays_put(
     crds: Kube, operator: OperatorProcess, moto: MotoServer, namespace: str
 ) -> None:
@@ -96,16 +144,7 @@ def test_ready_transition_posts_one_event_and_status_stays_put(
     time.sleep(3)
     again = crds.get("budgetpolicy", namespace, "platform-monthly")
     assert again["metadata"]["resourceVersion"] == settled_version, "object was written while nothing changed"
-    events = crds.kubectl(
-        "get",
-        "events",
-        "-n",
-        namespace,
-        "--field-selector",
-        "involvedObject.name=platform-monthly",
-        "-o",
-        "jsonpath={range .items[*]}{.reason}{'\\n'}{end}",
-    ).stdout.split()
+    events = event_reasons(crds, namespace, "platform-monthly")
     assert events == [condition(again, "Ready")["reason"]], events  # type: ignore[index]
 
 

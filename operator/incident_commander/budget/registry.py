@@ -56,6 +56,7 @@ LEDGER_REFRESH = 5.0
 """Seconds between reads of the ledger counter (usage recorded by other replicas)."""
 RETRY = 15.0
 WARMUP_RETRY = 0.5
+FIRST_PROBE_RETRY = 5.0
 STATUS_AFTER_USAGE = 2.0
 """Seconds between recorded usage and the status write that shows it (coalescing bursts)."""
 CE_RETRY_MAX = timedelta(minutes=5)
@@ -66,6 +67,7 @@ class ConnectionSource(Protocol):
     def get(self, namespace: str, name: str) -> ReadyConnection: ...
 
     def warming_up(self, namespace: str, name: str) -> bool: ...
+    def first_probe_pending(self, namespace: str, name: str) -> bool: ...
 
 
 @dataclass(kw_only=True)
@@ -332,6 +334,8 @@ class BudgetRegistry:
             return 3600.0
         if self._connections.warming_up(budget.ref.namespace, spec.connection):
             return WARMUP_RETRY  # keep the stored status until this process knows the connection
+        if self._connections.first_probe_pending(budget.ref.namespace, spec.connection):
+            return FIRST_PROBE_RETRY  # its first Ready wakes this budget sooner
         period = calc.period_bounds(spec.period, now)
         break_glass, break_glass_problem = calc.parse_break_glass(
             (budget.body["metadata"].get("annotations") or {}).get(BREAK_GLASS_ANNOTATION), now
