@@ -44,7 +44,7 @@ from incident_commander.storage import provisioner
 from incident_commander.storage.provisioner import ResourceStatus
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
-from incident_commander.workers import ObjectWorker, wake_referencing
+from incident_commander.workers import Dependents, ObjectWorker, wake_referencing
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ class PolicyRegistry:
         self._budget_state = budget_state or (lambda _namespace, _name: None)
         self._issuer = CredentialIssuer(kube, clock)
         self._policies: dict[tuple[str, str], _Policy] = {}
+        self._dependents = Dependents("connectionRef", "budgetRef")
         self._gate = asyncio.Semaphore(16)
         self._executor = ContextThreadPoolExecutor(max_workers=16, thread_name_prefix="policy")
 
@@ -112,6 +113,7 @@ class PolicyRegistry:
             meta.get("deletionTimestamp"),
         )
         policy = self._policies.get(key)
+        self._dependents.track(key, body)
         if policy is not None and policy.ref.uid == meta["uid"]:
             policy.body = body
             if trigger != policy.trigger:
@@ -121,6 +123,7 @@ class PolicyRegistry:
             return
         if policy is not None:
             self.forget(*key)
+            self._dependents.track(key, body)
         policy = _Policy(
             ref=ObjectRef(kind=KIND, plural=PLURAL, namespace=key[0], name=key[1], uid=meta["uid"]),
             body=body,
@@ -138,6 +141,7 @@ class PolicyRegistry:
         )
 
     def forget(self, namespace: str, name: str) -> None:
+        self._dependents.untrack((namespace, name))
         self._metrics.forget_policy(namespace, name)
         policy = self._policies.pop((namespace, name), None)
         if policy is not None and policy.worker is not None:
@@ -150,11 +154,11 @@ class PolicyRegistry:
 
     def budget_changed(self, namespace: str, budget: str) -> None:
         """A BudgetPolicy's phase or action changed: refresh the policies that reference it."""
-        wake_referencing(self._policies, namespace, "budgetRef", budget)
+        wake_referencing(self._policies, self._dependents, namespace, "budgetRef", budget)
 
     def connection_changed(self, namespace: str, connection: str) -> None:
         """An AwsConnection became Ready or stopped being Ready: retry storage of its policies now."""
-        wake_referencing(self._policies, namespace, "connectionRef", connection)
+        wake_referencing(self._policies, self._dependents, namespace, "connectionRef", connection)
 
     async def close(self) -> None:
         for key in list(self._policies):

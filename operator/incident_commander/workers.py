@@ -110,16 +110,51 @@ class ObjectWorker:
 
 
 class _Watched(Protocol):
-    body: Mapping[str, Any]
     worker: ObjectWorker | None
 
 
+ObjectKey = tuple[str, str]
+
+
+class Dependents:
+    """Which objects name which dependency in ``spec.<ref>.name``, so a dependency's change wakes
+    its dependents without scanning every object (a scan per change is quadratic when a thousand
+    connections become Ready together)."""
+
+    def __init__(self, *refs: str) -> None:
+        self._refs = refs
+        self._named: dict[ObjectKey, tuple[tuple[str, str], ...]] = {}
+        self._by_dependency: dict[tuple[str, str, str], set[ObjectKey]] = {}
+
+    def track(self, key: ObjectKey, body: Mapping[str, Any]) -> None:
+        """The object's current references, from its latest body."""
+        spec = body.get("spec") or {}
+        named = tuple((ref, str(name)) for ref in self._refs if (name := (spec.get(ref) or {}).get("name")))
+        if self._named.get(key) == named:
+            return
+        self.untrack(key)
+        self._named[key] = named
+        for ref, name in named:
+            self._by_dependency.setdefault((key[0], ref, name), set()).add(key)
+
+    def untrack(self, key: ObjectKey) -> None:
+        for ref, name in self._named.pop(key, ()):
+            dependency = (key[0], ref, name)
+            users = self._by_dependency.get(dependency)
+            if users is not None:
+                users.discard(key)
+                if not users:
+                    del self._by_dependency[dependency]
+
+    def of(self, namespace: str, ref: str, name: str) -> list[ObjectKey]:
+        return sorted(self._by_dependency.get((namespace, ref, name), ()))
+
+
 def wake_referencing(
-    objects: Mapping[tuple[str, str], _Watched], namespace: str, ref: str, name: str
+    objects: Mapping[ObjectKey, _Watched], dependents: Dependents, namespace: str, ref: str, name: str
 ) -> None:
     """Wake every object of ``namespace`` whose ``spec.<ref>.name`` is ``name`` (a dependency changed)."""
-    for (object_namespace, _), obj in list(objects.items()):
-        if object_namespace != namespace or obj.worker is None:
-            continue
-        if ((obj.body.get("spec") or {}).get(ref) or {}).get("name") == name:
+    for key in dependents.of(namespace, ref, name):
+        obj = objects.get(key)
+        if obj is not None and obj.worker is not None:
             obj.worker.wake()

@@ -45,7 +45,7 @@ from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import PREFIX, OperatorMetrics
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
-from incident_commander.workers import ObjectWorker, wake_referencing
+from incident_commander.workers import Dependents, ObjectWorker, wake_referencing
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ class BudgetRegistry:
         self._table = table
         self._ledger_refresh = ledger_refresh
         self._budgets: dict[tuple[str, str], _Budget] = {}
+        self._dependents = Dependents("connectionRef")
         self._subscribers: list[Callable[[str, str], None]] = []
         self._gate = asyncio.Semaphore(16)
         self._executor = ContextThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
@@ -227,6 +228,7 @@ class BudgetRegistry:
         annotations = meta.get("annotations") or {}
         trigger = (meta.get("generation"), annotations.get(BREAK_GLASS_ANNOTATION))
         budget = self._budgets.get(key)
+        self._dependents.track(key, body)
         if budget is not None and budget.ref.uid == meta["uid"]:
             budget.body = body
             if trigger != budget.trigger:
@@ -237,6 +239,7 @@ class BudgetRegistry:
             return
         if budget is not None:
             self.forget(*key)
+            self._dependents.track(key, body)
         budget = _Budget(
             ref=ObjectRef(kind=KIND, plural=PLURAL, namespace=key[0], name=key[1], uid=meta["uid"]),
             body=body,
@@ -257,9 +260,10 @@ class BudgetRegistry:
 
     def connection_changed(self, namespace: str, connection: str) -> None:
         """An AwsConnection became Ready or stopped being Ready: evaluate its budgets now."""
-        wake_referencing(self._budgets, namespace, "connectionRef", connection)
+        wake_referencing(self._budgets, self._dependents, namespace, "connectionRef", connection)
 
     def forget(self, namespace: str, name: str) -> None:
+        self._dependents.untrack((namespace, name))
         budget = self._budgets.pop((namespace, name), None)
         if budget is None:
             return
