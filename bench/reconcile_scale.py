@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,15 @@ PLURALS = {
 THREADS = 16
 POLL = 2.0
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def scraped_value(metrics_url: str, family: str) -> float:
+    """One unlabelled sample from the operator's /metrics."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:  # noqa: S310 - loopback
+        for line in response.read().decode().splitlines():
+            if line.startswith(family + " "):
+                return float(line.split()[1])
+    raise LookupError(f"{family} not in {metrics_url}")
 
 
 def objects(count: int, endpoint: str) -> list[dict[str, Any]]:
@@ -313,6 +323,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                     plane.audit_log, "bench", agents=("incident-commander", "kopf"), since=idle_from
                 )
                 rss_peak = peak_rss_mb(pids["operator"])
+                client_builds = scraped_value(
+                    operator.metrics_url, "incident_commander_aws_client_builds_total"
+                )
                 operator_log = operator.process.log_text()
             finally:
                 operator.stop()
@@ -331,6 +344,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             "ratio_to_floor": total / floor_total,
             "operator_peak_rss_mb": rss_peak,
             "operator_peak_rss_mb_at_convergence": rss_converged,
+            "aws_client_builds": client_builds,
             "writes": dict(writes),
             "writes_per_object": total_writes / (3 * n),
             "convergence_cpu_s": cpu,
@@ -352,6 +366,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     print(f"operator / floor                {total / floor_total:8.2f}")
     print(f"operator peak RSS               {rss_peak:8.1f} MB")
+    print(f"boto3 clients built             {client_builds:8.0f}")
     print(
         f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
         f"{fmt_counter(writes)}"
