@@ -67,9 +67,9 @@ class OperatorConfig:
     5s by default with ``--peering`` (any replica's API may record usage); 10m standalone, where this
     process records every report itself and the read is only a safety net."""
 
-    aws_client_cache: int = 256
+    aws_client_cache: int = 64
     """Live boto3 clients kept across all AwsConnections (least recently used out; each costs
-    150-300 KB). An evicted client is rebuilt on its connection's next call, for 1-4 ms of CPU."""
+    up to 400 KB). An evicted client is rebuilt on its connection's next call, for a few ms of CPU."""
 
     tls_cert_file: str | None = None
     """PEM certificate (chain) for the API port; with ``tls_key_file`` the API speaks HTTPS."""

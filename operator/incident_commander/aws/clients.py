@@ -8,10 +8,11 @@ credentials it was made with.
 What *is* shared is what holds no credentials: botocore's model loader and one boto3
 session used only as a client factory (each client gets its connection's keys
 explicitly). Live clients are held in one bounded, least-recently-used
-:class:`ClientCache` per operator: a botocore client costs 150-300 KB of Python objects
-(its own event hooks, client class, endpoint rules and operation models), so keeping
-every client of every connection alive costs about 1.5 MB per connection. A client
-evicted from the cache is closed and rebuilt on its connection's next call.
+:class:`ClientCache` per operator: a botocore client costs about 150 KB of Python objects
+when built and 400 KB once used (its own event hooks, client class, endpoint rules and
+operation models), so keeping every client of every connection alive cost 3 MB per
+connection. A client evicted from the cache is closed and rebuilt on its connection's
+next call.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from incident_commander.aws.spec import ConnectionSpec
 
 USER_AGENT = f"incident-commander/{__version__}"
 MAX_POOL_CONNECTIONS = 10
-DEFAULT_CLIENT_CACHE = 256
-"""Live clients kept across all connections: about 75 MB at most."""
+DEFAULT_CLIENT_CACHE = 64
+"""Live clients kept across all connections: 25 MB or so (a used client holds 300-400 KB)."""
 
 ClientKey = tuple[int, str, bool]
 """(owner, service, botocore retries): an owner is one ConnectionClients object."""
