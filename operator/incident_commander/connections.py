@@ -50,8 +50,11 @@ BREAKER_THRESHOLD = 3
 MAX_CONCURRENT_ROUNDS = 16
 WARMUP_SECONDS = 10.0
 """After a start, how long an unknown connection counts as "not listed yet" rather than missing."""
-FIRST_PROBE_GRACE = 30.0
-"""How long a new connection's users wait for its first probe round before calling it not ready."""
+FIRST_PROBE_GRACE = 120.0
+"""How long a new connection's users wait for its first probe round before calling it not ready.
+A round ends within its timeouts and retries even against a dead endpoint, but at a thousand new
+connections the rounds queue (16 at a time): with 30 s, 658 of 1,000 budgets reported
+ConnectionNotReady once anyway."""
 
 
 class ConnectionNotReady(Exception):

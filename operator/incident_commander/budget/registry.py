@@ -56,7 +56,7 @@ LEDGER_REFRESH = 5.0
 """Seconds between reads of the ledger counter (usage recorded by other replicas)."""
 RETRY = 15.0
 WARMUP_RETRY = 0.5
-FIRST_PROBE_RETRY = 5.0
+FIRST_PROBE_RETRY = 15.0
 STATUS_AFTER_USAGE = 2.0
 """Seconds between recorded usage and the status write that shows it (coalescing bursts)."""
 CE_RETRY_MAX = timedelta(minutes=5)
