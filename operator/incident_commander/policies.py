@@ -113,8 +113,8 @@ class PolicyRegistry:
             meta.get("deletionTimestamp"),
         )
         policy = self._policies.get(key)
-        self._dependents.track(key, body)
         if policy is not None and policy.ref.uid == meta["uid"]:
+            self._dependents.track(key, body)
             policy.body = body
             if trigger != policy.trigger:
                 policy.trigger = trigger
@@ -123,7 +123,7 @@ class PolicyRegistry:
             return
         if policy is not None:
             self.forget(*key)
-            self._dependents.track(key, body)
+        self._dependents.track(key, body)
         policy = _Policy(
             ref=ObjectRef(kind=KIND, plural=PLURAL, namespace=key[0], name=key[1], uid=meta["uid"]),
             body=body,

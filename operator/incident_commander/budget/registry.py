@@ -228,8 +228,8 @@ class BudgetRegistry:
         annotations = meta.get("annotations") or {}
         trigger = (meta.get("generation"), annotations.get(BREAK_GLASS_ANNOTATION))
         budget = self._budgets.get(key)
-        self._dependents.track(key, body)
         if budget is not None and budget.ref.uid == meta["uid"]:
+            self._dependents.track(key, body)
             budget.body = body
             if trigger != budget.trigger:
                 budget.trigger = trigger
@@ -239,7 +239,7 @@ class BudgetRegistry:
             return
         if budget is not None:
             self.forget(*key)
-            self._dependents.track(key, body)
+        self._dependents.track(key, body)
         budget = _Budget(
             ref=ObjectRef(kind=KIND, plural=PLURAL, namespace=key[0], name=key[1], uid=meta["uid"]),
             body=body,
