@@ -76,13 +76,18 @@ def test_each_kind_becomes_ready_for_its_generation_also_after_an_edit(
     assert crds.get("incidentpolicy", namespace, "production")["status"]["effectiveSamplingRate"] == 0.5
 
 
+def example_connection(endpoint: str) -> str:
+    """The examples' Secret and AwsConnection, the connection pointed at ``endpoint``."""
+    secret = (EXAMPLES / "aws-credentials-secret.yaml").read_text()
+    connection = (EXAMPLES / "awsconnection.yaml").read_text().replace("http://127.0.0.1:4566", endpoint)
+    return f"{secret}\n---\n{connection}"
+
+
 def ready_budget(
     crds: Kube, operator: OperatorProcess, moto: MotoServer, namespace: str
 ) -> dict[str, object]:
     """The examples' connection (Ready first, so the budget never waits for it), then its budget."""
-    secret = (EXAMPLES / "aws-credentials-secret.yaml").read_text()
-    connection = (EXAMPLES / "awsconnection.yaml").read_text().replace("http://127.0.0.1:4566", moto.url)
-    crds.apply(f"{secret}\n---\n{connection}", namespace)
+    crds.apply(example_connection(moto.url), namespace)
     wait_for_condition(crds, "awsconnection", namespace, "emulator", logs=operator.logs)
     crds.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "budgetpolicy.yaml"))
     return wait_for_condition(crds, "budgetpolicy", namespace, "platform-monthly", logs=operator.logs)
@@ -106,10 +111,8 @@ def test_a_budget_applied_with_its_connection_waits_for_the_first_probe(
 ) -> None:
     """One ``kubectl apply`` of everything: the budget does not report ConnectionNotReady (with a
     Warning Event) while its connection is being probed for the first time."""
-    secret = (EXAMPLES / "aws-credentials-secret.yaml").read_text()
-    connection = (EXAMPLES / "awsconnection.yaml").read_text().replace("http://127.0.0.1:4566", moto.url)
     budget = (EXAMPLES / "budgetpolicy.yaml").read_text()
-    crds.apply(f"{secret}\n---\n{connection}\n---\n{budget}", namespace)
+    crds.apply(f"{example_connection(moto.url)}\n---\n{budget}", namespace)
     obj = wait_for_condition(crds, "budgetpolicy", namespace, "platform-monthly", logs=operator.logs)
     assert event_reasons(crds, namespace, "platform-monthly") == [condition(obj, "Ready")["reason"]]  # type: ignore[index]
 
@@ -117,13 +120,9 @@ def test_a_budget_applied_with_its_connection_waits_for_the_first_probe(
 def test_a_budget_on_a_connection_whose_first_probe_fails_says_so(
     crds: Kube, operator: OperatorProcess, namespace: str
 ) -> None:
-    secret = (EXAMPLES / "aws-credentials-secret.yaml").read_text()
-    # Nothing listens on port 9 of loopback: every probe is refused at once.
-    connection = (
-        (EXAMPLES / "awsconnection.yaml").read_text().replace("http://127.0.0.1:4566", "http://127.0.0.1:9")
-    )
     budget = (EXAMPLES / "budgetpolicy.yaml").read_text()
-    crds.apply(f"{secret}\n---\n{connection}\n---\n{budget}", namespace)
+    # Nothing listens on port 9 of loopback: every probe is refused at once.
+    crds.apply(f"{example_connection('http://127.0.0.1:9')}\n---\n{budget}", namespace)
     obj = wait_for_condition(
         crds,
         "budgetpolicy",
