@@ -320,14 +320,7 @@ class LocalControlPlane:
 
     def restart(self, component: str, *, down_for: float = 0.0, timeout: float = 90.0) -> None:
         """Stop one component (SIGTERM) and start it again with the same flags and port; wait for it."""
-        process = self.processes.pop(component)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        _terminate(self.processes.pop(component))
         time.sleep(down_for)
         self._spawn(component, self.argv[component])
         ready = {
@@ -385,16 +378,20 @@ class LocalControlPlane:
     def stop(self) -> None:
         """Stop every child (SIGTERM, then SIGKILL after 10 s); remove the work directory."""
         for component in reversed(list(self.processes)):
-            process = self.processes.pop(component)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            _terminate(self.processes.pop(component))
         if os.environ.get("IC_KEEP_CONTROLPLANE_DIR") != "1":
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL if it is still there after 10 s."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:

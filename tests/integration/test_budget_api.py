@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
 
 from incident_commander.budget import calc, ledger
-from tests.support.endpoints import MotoServer, OperatorProcess
+from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.http import call
 from tests.support.isolated import isolated_plane
 from tests.support.kube import Kube, wait_for, wait_for_condition
@@ -303,13 +302,7 @@ def test_concurrent_reports_with_retries_and_a_sigkill_count_exactly_once(world:
     expected = sum(
         (Decimal(i) * Decimal("1.00") + Decimal(o) * Decimal("2.00")) / 1000 for _, i, o in reports
     )
-    dynamodb = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=world.moto.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    dynamodb = moto_client(world.moto.url, "dynamodb")
     start, _ = calc.period_bounds("Monthly", datetime.now(UTC))
     stored = ledger.read(dynamodb, namespace=NS, budget="bulk", period_start=start)
     print(

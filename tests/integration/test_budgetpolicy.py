@@ -24,7 +24,6 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import boto3
 import kubernetes
 import pytest
 
@@ -38,7 +37,7 @@ from incident_commander.connections import ReadyConnection
 from incident_commander.kube_api import KubeApi
 from incident_commander.metrics import OperatorMetrics
 from tests.controlplane.localcluster import free_port
-from tests.support.endpoints import MotoServer, OperatorProcess
+from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.faultproxy import FaultProxy
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
 from tests.support.policies import apply_connection
@@ -64,16 +63,6 @@ def proxy(serial_moto: MotoServer) -> Iterator[FaultProxy]:
     fault_proxy.start()
     yield fault_proxy
     fault_proxy.stop()
-
-
-def aws(url: str, service: str) -> Any:
-    return boto3.client(
-        service,
-        region_name="us-east-1",
-        endpoint_url=url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 def inject_cost(moto: MotoServer, *amounts: tuple[str, str]) -> None:
@@ -129,7 +118,7 @@ def spend(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def record_as_other_replica(url: str, namespace: str, name: str, amount: str) -> None:
-    client = aws(url, "dynamodb")
+    client = moto_client(url, "dynamodb")
     ledger.ensure_table(client)
     start, _ = calc.period_bounds("Daily", datetime.now(UTC))
     ledger.record(
@@ -361,7 +350,9 @@ def test_concurrent_usage_is_exact_and_survives_a_restart(
     duplicates, failures = asyncio.run(run())
     elapsed = time.monotonic() - started
     start, _ = calc.period_bounds("Monthly", datetime.now(UTC))
-    stored = ledger.read(aws(serial_moto.url, "dynamodb"), namespace=ns, budget="llm", period_start=start)
+    stored = ledger.read(
+        moto_client(serial_moto.url, "dynamodb"), namespace=ns, budget="llm", period_start=start
+    )
     print(
         f"1,000 reports from 20 clients in {elapsed:.1f}s; "
         f"{duplicates} duplicates; {failures} failed attempts"
@@ -425,7 +416,7 @@ def test_rollover_keeps_late_usage_in_its_own_period(
         await registry.close()
 
     asyncio.run(run())
-    client = aws(serial_moto.url, "dynamodb")
+    client = moto_client(serial_moto.url, "dynamodb")
     day1 = ledger.read(client, namespace=ns, budget="rolling", period_start=datetime(2031, 5, 31, tzinfo=UTC))
     day2 = ledger.read(client, namespace=ns, budget="rolling", period_start=datetime(2031, 6, 1, tzinfo=UTC))
     assert (day1, day2) == (Decimal("0.004"), Decimal("0.002"))

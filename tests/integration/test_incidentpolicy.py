@@ -7,10 +7,9 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
-from tests.support.endpoints import MotoServer, OperatorProcess
+from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
 from tests.support.policies import (
     active_keys,
@@ -25,16 +24,6 @@ from tests.support.policies import (
 pytestmark = pytest.mark.integration
 
 ACCOUNT = "123456789012"
-
-
-def aws(moto: MotoServer, service: str) -> Any:
-    return boto3.client(
-        service,
-        region_name="us-east-1",
-        endpoint_url=moto.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
 
 
 @pytest.fixture
@@ -112,26 +101,26 @@ def test_storage_exists_in_moto_with_the_declared_settings(
     obj = ready(crds, ns, "store", operator)
     storage = {r["kind"]: r for r in obj["status"]["storage"]}
     assert {r["state"] for r in storage.values()} == {"Created"}
-    table = aws(moto, "dynamodb").describe_table(TableName=f"{ns}-store-incidents")["Table"]
+    table = moto_client(moto.url, "dynamodb").describe_table(TableName=f"{ns}-store-incidents")["Table"]
     assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
     assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["by-status"]
-    ttl = aws(moto, "dynamodb").describe_time_to_live(TableName=f"{ns}-store-incidents")[
+    ttl = moto_client(moto.url, "dynamodb").describe_time_to_live(TableName=f"{ns}-store-incidents")[
         "TimeToLiveDescription"
     ]
     assert ttl["TimeToLiveStatus"] == "ENABLED" and ttl["AttributeName"] == "expiresAt"
     assert storage["DynamoDBTable"]["arn"] == table["TableArn"]
-    stream = aws(moto, "kinesis").describe_stream_summary(StreamName=f"{ns}-store-events")[
+    stream = moto_client(moto.url, "kinesis").describe_stream_summary(StreamName=f"{ns}-store-events")[
         "StreamDescriptionSummary"
     ]
     assert stream["StreamModeDetails"]["StreamMode"] == "ON_DEMAND"
-    s3 = aws(moto, "s3")
+    s3 = moto_client(moto.url, "s3")
     bucket = f"{ns}-store-artifacts"[:63]
     assert s3.get_bucket_versioning(Bucket=bucket)["Status"] == "Enabled"
     rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
     assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
     assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
-    machine = aws(moto, "stepfunctions").describe_state_machine(
+    machine = moto_client(moto.url, "stepfunctions").describe_state_machine(
         stateMachineArn=storage["StateMachine"]["arn"]
     )
     assert json.loads(machine["definition"])["StartAt"] == "CollectVerdicts"
@@ -142,7 +131,7 @@ def test_existing_bucket_is_adopted_not_recreated(
 ) -> None:
     ns = connected
     bucket = f"{ns}-adopt-artifacts"[:63]
-    s3 = aws(moto, "s3")
+    s3 = moto_client(moto.url, "s3")
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="marker", Body=b"kept")
     crds.apply(policy("adopt", ns, [], storage={"artifactBucket": bucket, "deletionPolicy": "Delete"}), ns)
@@ -174,7 +163,7 @@ def test_retain_keeps_and_delete_removes_aws_resources(
     assert "incidentcommander.io/storage-cleanup" in dropped["metadata"].get("finalizers", [])
     assert "finalizers" not in crds.get("incidentpolicy", ns, "keep")["metadata"]
     crds.kubectl("delete", "incidentpolicy", "keep", "drop", "-n", ns, "--timeout=60s")
-    tables = aws(moto, "dynamodb").list_tables()["TableNames"]
+    tables = moto_client(moto.url, "dynamodb").list_tables()["TableNames"]
     assert f"{ns}-keep-t" in tables
     assert f"{ns}-drop-t" not in tables
     events = crds.kubectl("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()

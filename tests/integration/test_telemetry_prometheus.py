@@ -22,13 +22,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
 from incident_commander.budget import calc, ledger
 from tests.controlplane.localcluster import free_port
-from tests.support.endpoints import MotoServer, OperatorProcess
+from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.kube import Kube, wait_for, wait_for_condition
 from tests.support.policies import apply_connection
 from tests.support.processes import ManagedProcess, http_ok
@@ -136,13 +135,7 @@ def setup_objects(kube: Kube, namespace: str, moto_url: str) -> None:
 
 
 def record_usage(moto_url: str, namespace: str, amount: str) -> None:
-    client = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(moto_url, "dynamodb")
     ledger.ensure_table(client)
     start, _ = calc.period_bounds("Monthly", datetime.now(UTC))
     ledger.record(

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import sys
 import threading
 import time
 import uuid
@@ -25,46 +24,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import boto3
-
 from incident_commander.budget import calc, ledger
 from tests.conftest import CRDS
 from tests.controlplane.localcluster import LocalControlPlane, free_port
-from tests.support.endpoints import MotoServer, OperatorProcess
+from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.faultproxy import FaultProxy
 from tests.support.http import call
 from tests.support.kube import Kube, condition, wait_for
 from tests.support.policies import client_key, key_index, secret_data, verifies
-from tests.support.processes import ManagedProcess, http_ok
+from tests.support.processes import http_ok
 
 LONG = os.environ.get("IC_RELIABILITY") == "long"
 API = "incidentcommander.io/v1alpha1"
 PRICE_IN, PRICE_OUT = Decimal("0.001"), Decimal("0.002")
-SINGLE_THREADED_MOTO = (
-    "import sys\n"
-    "from werkzeug.serving import run_simple\n"
-    "from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app\n"
-    "app = DomainDispatcherApplication(create_backend_app)\n"
-    "run_simple('127.0.0.1', int(sys.argv[1]), app, threaded=False)\n"
-)
-
-
-def start_serial_moto(log_dir: Path) -> MotoServer:
-    port = free_port()
-    process = ManagedProcess(
-        "moto-serial",
-        [sys.executable, "-c", SINGLE_THREADED_MOTO, str(port)],
-        log_path=log_dir / "moto.log",
-        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1"},
-    )
-    process.start()
-    server = MotoServer(process=process, url=f"http://127.0.0.1:{port}")
-    try:
-        process.wait_until(lambda: http_ok(f"{server.url}/moto-api/data.json"), timeout=60)
-    except BaseException:
-        server.stop()
-        raise
-    return server
 
 
 @dataclass
@@ -128,7 +100,7 @@ def rig_context(bin_dir: Path, logs: Path) -> Iterator[Rig]:
         kube = Kube(kubeconfig=plane.kubeconfig, bin_dir=bin_dir)
         kube.kubectl("apply", "-f", str(CRDS))
         kube.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
-        moto = start_serial_moto(logs)
+        moto = MotoServer.start(logs, serial=True)
         proxy = FaultProxy(upstream=moto.url, port=free_port(), delay=4.0)
         proxy.start()
         rig = Rig(plane=plane, kube=kube, moto=moto, proxy=proxy, logs=logs)
@@ -384,13 +356,7 @@ class UsageClient:
 
 def ledger_counter(rig: Rig, namespace: str) -> Decimal:
     """The budget's counter for the current month, read from moto directly (not through the proxy)."""
-    client = boto3.client(
-        "dynamodb",
-        region_name="us-east-1",
-        endpoint_url=rig.moto.url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = moto_client(rig.moto.url, "dynamodb")
     start, _ = calc.period_bounds("Monthly", datetime.now(UTC))
     item = client.get_item(
         TableName=ledger.TABLE,

@@ -27,6 +27,7 @@ from tests.controlplane.localcluster import free_port
 from tests.reliability.rig import LONG
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.kube import Kube, condition, wait_for_condition
+from tests.support.policies import apply_connection
 
 pytestmark = pytest.mark.integration
 
@@ -221,29 +222,8 @@ PLURALS = {
 @pytest.fixture
 def fuzz_namespace(kube: Kube, operator: OperatorProcess, moto: MotoServer, namespace: str) -> Iterator[str]:
     """The session namespace with a Ready connection ``conn`` (to moto) and a budget ``budget``."""
-    kube.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "aws-creds"},
-            "stringData": {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
-        },
-        namespace,
-    )
-    kube.apply(
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "AwsConnection",
-            "metadata": {"name": "conn"},
-            "spec": {
-                "region": "us-east-1",
-                "endpointUrl": moto.url,
-                "credentials": {"secretRef": {"name": "aws-creds"}},
-                "services": ["sts", "dynamodb", "s3", "kinesis", "stepfunctions"],
-            },
-        },
-        namespace,
-    )
+    services = ("sts", "dynamodb", "s3", "kinesis", "stepfunctions")
+    apply_connection(kube, namespace, moto.url, services=services)
     wait_for_condition(kube, "awsconnection", namespace, "conn", timeout=60, logs=operator.logs)
     yield namespace
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import boto3
 
 from tests.controlplane.localcluster import free_port
 from tests.support.kube import Kube
@@ -19,6 +22,17 @@ SINGLE_THREADED_MOTO = (
 )
 """moto's threaded server does not make DynamoDB ``ADD`` atomic (concurrent updates of one item lose
 increments; real DynamoDB serialises them per item): ledger tests run moto single-threaded."""
+
+
+def moto_client(url: str, service: str) -> Any:
+    """A boto3 client with moto's test keys, for tests that seed or read AWS state directly."""
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        endpoint_url=url,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @dataclass
@@ -52,7 +66,11 @@ class MotoServer:
         )
         process.start()
         url = f"http://127.0.0.1:{port}"
-        process.wait_until(lambda: http_ok(f"{url}/moto-api/data.json"), timeout=60)
+        try:
+            process.wait_until(lambda: http_ok(f"{url}/moto-api/data.json"), timeout=60)
+        except BaseException:
+            process.stop()  # never leave a half-started emulator behind
+            raise
         return cls(process=process, url=url)
 
     def stop(self) -> None:
