@@ -36,6 +36,7 @@ from incident_commander.conditions import Condition, find_condition, utc_timesta
 from incident_commander.connections import ConnectionNotReady, ConnectionRegistry
 from incident_commander.credentials import api_keys, signing
 from incident_commander.credentials.issuer import CredentialIssuer, CredentialOutcome, api_key_secret_name
+from incident_commander.kept_objects import kept_body
 from incident_commander.kinds.reconciliation import Assessment, apply_status
 from incident_commander.kube_api import Conflict, KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
@@ -102,6 +103,7 @@ class PolicyRegistry:
 
     # -- fed by watch events ---------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
+        body = kept_body(body)
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         annotations = meta.get("annotations") or {}

@@ -10,7 +10,9 @@ connections) would keep it forever. A deleted IncidentPolicy's API keys would ke
 listing event for an object it already knew means a new listing is under way; once listing events
 have stopped for ``SETTLE`` seconds, every object known before the listing and not listed again is
 read back (one GET each); if it is gone (404, or a new object under the same name) the handler is
-called with ``type="DELETED"`` and the last body it saw, as if the watch had delivered it.
+called with ``type="DELETED"`` and the identity of the last body it saw (kind, Secret type,
+namespace, name, uid, labels: what the handlers need of a deleted object, never a Secret's data),
+as if the watch had delivered it.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from incident_commander import API_GROUP, API_VERSION
+from incident_commander.kept_objects import kept_identity
 from incident_commander.kube_api import load_api_client
 
 logger = logging.getLogger(__name__)
@@ -94,7 +97,7 @@ class VanishedObjects:
                 self._sweep = asyncio.create_task(self._sweep_when_listed(), name=f"relist {self._plural}")
         if self._unlisted is not None:
             self._unlisted.discard(key)
-        self._known[key] = body
+        self._known[key] = kept_identity(body)
 
     async def _sweep_when_listed(self) -> None:
         loop = asyncio.get_running_loop()
@@ -123,7 +126,8 @@ class VanishedObjects:
 
 def forget_vanished(plural: str) -> Callable[[Handler], Handler]:
     """Decorate a kopf event handler (below ``@kopf.on.event``) so that it also hears of deletions
-    that happened while its watch was broken, as ``type="DELETED"`` with the last body it saw."""
+    that happened while its watch was broken, as ``type="DELETED"`` with the identity of the last
+    body it saw."""
 
     def decorate(handler: Handler) -> Handler:
         async def deleted(body: Mapping[str, Any]) -> None:

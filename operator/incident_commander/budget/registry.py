@@ -40,6 +40,7 @@ from incident_commander.budget.model import (
 from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition, utc_timestamp
 from incident_commander.connections import ConnectionNotReady, ReadyConnection
+from incident_commander.kept_objects import kept_body
 from incident_commander.kinds.reconciliation import Assessment, apply_status
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import PREFIX, OperatorMetrics
@@ -223,6 +224,7 @@ class BudgetRegistry:
 
     # -- fed by watch events ----------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
+        body = kept_body(body)
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         annotations = meta.get("annotations") or {}

@@ -6,6 +6,7 @@ from incident_commander.api.keyring import Keyring
 from incident_commander.api.principal import AuthFailure, Principal
 from incident_commander.credentials import api_keys
 from incident_commander.credentials.api_keys import KeyIndex
+from incident_commander.kept_objects import kept_identity
 from tests.unit.api.keys import NOW, NS, client, index_secret, issue, keyring_with
 
 RESPONDER = client("agent", "responder")
@@ -87,3 +88,13 @@ def test_secrets_of_other_policies_do_not_interfere() -> None:
     keyring.secret_event(None, index_secret("q", other))
     keyring.secret_event("DELETED", index_secret("q", other))
     assert isinstance(keyring.verify_api_key(keys["agent"], NOW), Principal)
+
+
+def test_a_deletion_found_after_a_relist_revokes_keys_from_the_secrets_identity_alone() -> None:
+    # relist.py keeps only kept_identity() of each Secret: no data, but enough for the keyring.
+    keyring, keys, _ = keyring_with("p", [RESPONDER])
+    assert isinstance(keyring.verify_api_key(keys["agent"], NOW), Principal)
+    index = keyring.index((NS, "p"))
+    assert index is not None
+    keyring.secret_event("DELETED", kept_identity(index_secret("p", index)))
+    assert isinstance(keyring.verify_api_key(keys["agent"], NOW), AuthFailure)
