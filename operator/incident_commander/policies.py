@@ -67,7 +67,9 @@ IDLE = 3600.0
 class _Policy:
     ref: ObjectRef
     body: Mapping[str, Any]
+    """The latest watched object without status (kept_objects.kept_body): metadata and spec."""
     status: dict[str, Any]
+    """What this operator last wrote (or found at first sight)."""
     trigger: tuple[Any, ...]
     worker: ObjectWorker | None = None
     storage: list[ResourceStatus] = field(default_factory=list)
@@ -103,7 +105,8 @@ class PolicyRegistry:
 
     # -- fed by watch events ---------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
-        body = kept_body(body)
+        watched_status = body.get("status") or {}
+        body = kept_body(body, with_status=False)  # status: ours, in policy.status
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         annotations = meta.get("annotations") or {}
@@ -129,7 +132,7 @@ class PolicyRegistry:
         policy = _Policy(
             ref=ObjectRef(kind=KIND, plural=PLURAL, namespace=key[0], name=key[1], uid=meta["uid"]),
             body=body,
-            status=dict(body.get("status") or {}),
+            status=dict(watched_status),
             trigger=trigger,
         )
         self._policies[key] = policy

@@ -49,6 +49,14 @@ def test_kept_body_drops_write_bookkeeping_and_keeps_everything_read() -> None:
     assert kept["spec"] is body["spec"] and kept["status"] is body["status"]
 
 
+def test_kept_body_without_status_for_keepers_of_their_own_status() -> None:
+    body = watched_policy()
+    kept = kept_body(body, with_status=False)
+    assert "status" not in kept and "managedFields" not in kept["metadata"]
+    assert kept["spec"] is body["spec"] and kept["metadata"]["generation"] == 3
+    assert body["status"]["observedGeneration"] == 3  # the event keeps it
+
+
 def test_kept_body_of_an_object_without_annotations_or_managed_fields() -> None:
     body = {"metadata": {"namespace": "ns", "name": "n", "uid": "u"}, "spec": {}}
     assert kept_body(body) == body

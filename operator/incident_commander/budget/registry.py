@@ -75,7 +75,9 @@ class ConnectionSource(Protocol):
 class _Budget:
     ref: ObjectRef
     body: Mapping[str, Any]
+    """The latest watched object without status (kept_objects.kept_body): metadata and spec."""
     status: dict[str, Any]
+    """What this operator last wrote (or found at first sight)."""
     trigger: tuple[Any, ...]
     spec: BudgetSpec | None = None
     spec_error: str | None = None
@@ -224,7 +226,8 @@ class BudgetRegistry:
 
     # -- fed by watch events ----------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
-        body = kept_body(body)
+        watched_status = body.get("status") or {}
+        body = kept_body(body, with_status=False)  # status: ours, in budget.status
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         annotations = meta.get("annotations") or {}
@@ -245,7 +248,7 @@ class BudgetRegistry:
         budget = _Budget(
             ref=ObjectRef(kind=KIND, plural=PLURAL, namespace=key[0], name=key[1], uid=meta["uid"]),
             body=body,
-            status=dict(body.get("status") or {}),
+            status=dict(watched_status),
             trigger=trigger,
         )
         self._set_spec(budget)
