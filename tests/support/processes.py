@@ -33,14 +33,19 @@ class ManagedProcess:
             )
 
     def wait_until(self, ready: Callable[[], bool], *, timeout: float) -> None:
+        """Returns once ``ready()``; otherwise stops the process and raises. A caller whose start
+        fails never gets a handle to stop, so a process left running here would outlive the test."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process is None or self.process.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"{self.name} exited early:\n{self.log_tail()}")
             if ready():
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+        tail = self.log_tail()
+        self.stop()
+        raise TimeoutError(f"{self.name} not ready after {timeout}s:\n{tail}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.process is None:
