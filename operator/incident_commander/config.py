@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+from incident_commander.aws.clients import DEFAULT_CLIENT_CACHE
 from incident_commander.durations import parse_duration
 
 LogFormat = Literal["json", "text"]
@@ -67,7 +68,7 @@ class OperatorConfig:
     5s by default with ``--peering`` (any replica's API may record usage); 10m standalone, where this
     process records every report itself and the read is only a safety net."""
 
-    aws_client_cache: int = 64
+    aws_client_cache: int = DEFAULT_CLIENT_CACHE
     """Live boto3 clients kept across all AwsConnections (least recently used out; each costs
     up to 400 KB). An evicted client is rebuilt on its connection's next call, for a few ms of CPU."""
 

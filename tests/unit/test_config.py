@@ -1,5 +1,6 @@
 import pytest
 
+from incident_commander.aws.clients import DEFAULT_CLIENT_CACHE
 from incident_commander.config import config_from_args
 
 
@@ -56,8 +57,8 @@ def test_ledger_refresh_is_short_with_peering_and_long_standalone() -> None:
 
 
 def test_aws_client_cache_from_flag_or_env_and_at_least_one() -> None:
-    assert config_from_args(["run"], environ={}).aws_client_cache == 64
-    assert config_from_args(["run"], environ={"IC_AWS_CLIENT_CACHE": "32"}).aws_client_cache == 32
+    assert config_from_args(["run"], environ={}).aws_client_cache == DEFAULT_CLIENT_CACHE == 32
+    assert config_from_args(["run"], environ={"IC_AWS_CLIENT_CACHE": "48"}).aws_client_cache == 48
     assert config_from_args(["run", "--aws-client-cache", "8"], environ={}).aws_client_cache == 8
     with pytest.raises(SystemExit):
         config_from_args(["run", "--aws-client-cache", "0"], environ={})

@@ -37,8 +37,8 @@ from incident_commander.aws.spec import ConnectionSpec
 
 USER_AGENT = f"incident-commander/{__version__}"
 MAX_POOL_CONNECTIONS = 10
-DEFAULT_CLIENT_CACHE = 64
-"""Live clients kept across all connections: 25 MB or so (a used client holds 300-400 KB)."""
+DEFAULT_CLIENT_CACHE = 32
+"""Live clients kept across all connections: 12 MB or so (a used client holds 300-400 KB)."""
 
 ClientKey = tuple[int, str, bool]
 """(owner, service, botocore retries): an owner is one ConnectionClients object."""

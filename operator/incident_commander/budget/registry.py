@@ -58,6 +58,8 @@ LEDGER_REFRESH = 5.0
 RETRY = 15.0
 WARMUP_RETRY = 0.5
 FIRST_PROBE_RETRY = 15.0
+PASS_CONCURRENCY = 8
+"""Budgets evaluated at once; as for IncidentPolicies (policies.PASS_CONCURRENCY)."""
 STATUS_AFTER_USAGE = 2.0
 """Seconds between recorded usage and the status write that shows it (coalescing bursts)."""
 CE_RETRY_MAX = timedelta(minutes=5)
@@ -127,7 +129,7 @@ class BudgetRegistry:
         self._budgets: dict[tuple[str, str], _Budget] = {}
         self._dependents = Dependents("connectionRef")
         self._subscribers: list[Callable[[str, str], None]] = []
-        self._gate = asyncio.Semaphore(16)
+        self._gate = asyncio.Semaphore(PASS_CONCURRENCY)
         self._executor = ContextThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
         registry = metrics.registry
         self.utilization = Gauge(
