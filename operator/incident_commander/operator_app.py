@@ -52,6 +52,10 @@ def apply_settings(settings: kopf.OperatorSettings, *, namespaced: bool = False)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # kopf keeps a worker per object until it has seen no event for this long, holding that
+    # object's last raw event (managedFields and all); 1 s instead of 5 s when thousands of
+    # objects arrive at once (docs/performance.md, run 9).
+    settings.queueing.idle_timeout = 1.0
     if namespaced:
         # Listed namespaces and known CRDs: nothing to discover, and the chart's namespaced RBAC
         # then needs no cluster-wide read of Namespaces or CRDs.
