@@ -19,14 +19,12 @@ IDENTITY_FIELDS = ("apiVersion", "kind", "type")
 """``type`` is a Secret's: it tells the keyring which key document a deleted Secret held."""
 
 
-def kept_body(body: Mapping[str, Any], *, with_status: bool = True) -> dict[str, Any]:
-    """The object without its write bookkeeping. Shares spec, status and the other fields with
-    ``body`` (watch events are never modified in place), so the copy costs two small dicts.
-
-    ``with_status=False`` also leaves out status, for a keeper that holds its own copy of what it
-    last wrote: the status in a watch event is mostly the echo of the operator's own patch."""
-    dropped = ("metadata",) if with_status else ("metadata", "status")
-    kept = {field: value for field, value in body.items() if field not in dropped}
+def kept_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The object without its write bookkeeping and without status. Shares spec and the other
+    fields with ``body`` (watch events are never modified in place), so the copy costs two small
+    dicts. Status is left out because its keepers hold their own copy of what they last wrote:
+    the status in a watch event is mostly the echo of the operator's own patch."""
+    kept = {field: value for field, value in body.items() if field not in ("metadata", "status")}
     metadata = body.get("metadata") or {}
     kept_metadata = {field: value for field, value in metadata.items() if field != "managedFields"}
     annotations = metadata.get("annotations")

@@ -110,7 +110,7 @@ class PolicyRegistry:
     # -- fed by watch events ---------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
         watched_status = body.get("status") or {}
-        body = kept_body(body, with_status=False)  # status: ours, in policy.status
+        body = kept_body(body)  # without status: ours is in policy.status
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         annotations = meta.get("annotations") or {}

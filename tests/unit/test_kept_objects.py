@@ -33,7 +33,7 @@ def watched_policy() -> dict[str, Any]:
     }
 
 
-def test_kept_body_drops_write_bookkeeping_and_keeps_everything_read() -> None:
+def test_kept_body_drops_write_bookkeeping_and_status_and_keeps_everything_read() -> None:
     body = watched_policy()
     original = copy.deepcopy(body)
     kept = kept_body(body)
@@ -42,19 +42,11 @@ def test_kept_body_drops_write_bookkeeping_and_keeps_everything_read() -> None:
     assert kept["metadata"]["annotations"] == {"incidentcommander.io/rotate": "now"}
     for field in ("namespace", "name", "uid", "generation", "resourceVersion", "labels"):
         assert kept["metadata"][field] == body["metadata"][field]
-    assert kept["spec"] == body["spec"] and kept["status"] == body["status"]
+    assert kept["spec"] == body["spec"] and "status" not in kept
     assert kept["apiVersion"] == body["apiVersion"] and kept["kind"] == body["kind"]
-    # The watch event itself is left as kopf gave it; spec and status are shared, not copied.
-    assert body == original
-    assert kept["spec"] is body["spec"] and kept["status"] is body["status"]
-
-
-def test_kept_body_without_status_for_keepers_of_their_own_status() -> None:
-    body = watched_policy()
-    kept = kept_body(body, with_status=False)
-    assert "status" not in kept and "managedFields" not in kept["metadata"]
-    assert kept["spec"] is body["spec"] and kept["metadata"]["generation"] == 3
-    assert body["status"]["observedGeneration"] == 3  # the event keeps it
+    # The watch event itself is left as kopf gave it (status too); spec is shared, not copied.
+    assert body == original and body["status"]["observedGeneration"] == 3
+    assert kept["spec"] is body["spec"]
 
 
 def test_kept_body_of_an_object_without_annotations_or_managed_fields() -> None:

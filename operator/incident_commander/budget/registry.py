@@ -229,7 +229,7 @@ class BudgetRegistry:
     # -- fed by watch events ----------------------------------------------------------------------
     def observe(self, body: Mapping[str, Any]) -> None:
         watched_status = body.get("status") or {}
-        body = kept_body(body, with_status=False)  # status: ours, in budget.status
+        body = kept_body(body)  # without status: ours is in budget.status
         meta = body["metadata"]
         key = (meta["namespace"], meta["name"])
         annotations = meta.get("annotations") or {}
