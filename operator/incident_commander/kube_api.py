@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -59,14 +59,34 @@ class Conflict(Exception):
     """A write lost an optimistic-concurrency race (HTTP 409); re-read and re-plan."""
 
 
+class AlreadyExists(Conflict):
+    """A create found the name taken: by a concurrent writer, or by a Secret that is not ours."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class StoredSecret:
-    """A Secret the operator manages: its decoded data, labels and resourceVersion."""
+    """A Secret the operator manages: its decoded data, labels, annotations, owner and version."""
 
     name: str
     resource_version: str
     labels: Mapping[str, str]
     data: Mapping[str, bytes]
+    uid: str = ""
+    type: str = ""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    controller: tuple[str, str, str] | None = None
+    """(kind, name, uid) of the Secret's controller ownerReference when that controller is one of
+    our kinds; None when it has no such controller."""
+
+    def controlled_by(self, owner: ObjectRef) -> bool:
+        return self.controller == (owner.kind, owner.name, owner.uid)
+
+    def text(self, key: str) -> str | None:
+        value = self.data.get(key)
+        return None if value is None else value.decode("utf-8", errors="replace")
+
+    def texts(self) -> dict[str, str]:
+        return {key: value.decode("utf-8", errors="replace") for key, value in self.data.items()}
 
 
 class KubeApi:
@@ -143,14 +163,17 @@ class KubeApi:
         data: Mapping[str, str],
         owner: ObjectRef,
         resource_version: str | None,
+        annotations: Mapping[str, str] | None = None,
     ) -> str:
         """Create (``resource_version`` None) or replace a Secret owned by ``owner``; return the new
-        resourceVersion. Raises Conflict when someone else wrote it in between."""
+        resourceVersion. Raises Conflict when someone else wrote it in between, AlreadyExists when a
+        create finds the name taken."""
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(
                 name=name,
                 namespace=namespace,
                 labels=dict(labels),
+                annotations=dict(annotations) if annotations else None,
                 resource_version=resource_version,
                 owner_references=[
                     client.V1OwnerReference(
@@ -172,10 +195,47 @@ class KubeApi:
             else:
                 stored = self._core.replace_namespaced_secret(name, namespace, body)
         except ApiException as exc:
+            if exc.status == 409 and resource_version is None:
+                raise AlreadyExists(f"Secret {namespace}/{name} already exists") from None
             if exc.status == 409:
                 raise Conflict(f"Secret {namespace}/{name} changed concurrently") from None
             raise
         return str(stored.metadata.resource_version if stored.metadata else "")
+
+    def read_or_create_secret_field(self, namespace: str, name: str, field_name: str, value: bytes) -> bytes:
+        """One field of a Secret, creating the Secret with ``value`` when it does not exist yet.
+
+        Racing creators (replicas starting together) all end up with the value of whichever create
+        won: a create that finds the name taken reads the stored Secret instead."""
+        for _ in range(3):
+            try:
+                secret = self._core.read_namespaced_secret(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            else:
+                stored = (secret.data or {}).get(field_name)
+                if stored is None:
+                    raise ValueError(f"Secret {namespace}/{name} has no field {field_name}")
+                return base64.b64decode(stored)
+            body = client.V1Secret(
+                metadata=client.V1ObjectMeta(
+                    name=name,
+                    namespace=namespace,
+                    labels={"app.kubernetes.io/managed-by": COMPONENT},
+                ),
+                type="Opaque",
+                data={field_name: base64.b64encode(value).decode()},
+                immutable=True,
+            )
+            try:
+                self._core.create_namespaced_secret(namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+                continue
+            return value
+        raise Conflict(f"Secret {namespace}/{name} could not be read or created")
 
     def delete_secret(self, namespace: str, name: str) -> None:
         try:
@@ -242,9 +302,21 @@ class KubeApi:
 
 def _stored(secret: Any) -> StoredSecret:
     meta = secret.metadata
+    controller = next(
+        (
+            ref
+            for ref in meta.owner_references or ()
+            if ref.controller and ref.api_version == f"{API_GROUP}/{API_VERSION}"
+        ),
+        None,
+    )
     return StoredSecret(
         name=str(meta.name),
         resource_version=str(meta.resource_version),
         labels=dict(meta.labels or {}),
         data={key: base64.b64decode(value) for key, value in (secret.data or {}).items()},
+        uid=str(meta.uid or ""),
+        type=str(secret.type or ""),
+        annotations=dict(meta.annotations or {}),
+        controller=(str(controller.kind), str(controller.name), str(controller.uid)) if controller else None,
     )

@@ -35,7 +35,13 @@ from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition, find_condition, utc_timestamp
 from incident_commander.connections import ConnectionNotReady, ConnectionRegistry
 from incident_commander.credentials import api_keys, signing
-from incident_commander.credentials.issuer import CredentialIssuer, CredentialOutcome, api_key_secret_name
+from incident_commander.credentials.integrity import IntegrityKey, IntegrityKeyHolder, IntegrityKeyUnavailable
+from incident_commander.credentials.issuer import (
+    CredentialIssuer,
+    CredentialOutcome,
+    SecretNameConflict,
+    api_key_secret_name,
+)
 from incident_commander.kept_objects import kept_body
 from incident_commander.kinds.reconciliation import Assessment, apply_status
 from incident_commander.kube_api import Conflict, KubeApi, ObjectRef
@@ -93,6 +99,7 @@ class PolicyRegistry:
         deletion_timeout: timedelta = timedelta(minutes=5),
         budget_state: Callable[[str, str], BudgetState | None] | None = None,
         tracer: Tracer = NOOP_TRACER,
+        integrity_key: Callable[[], IntegrityKey] | None = None,
     ) -> None:
         self._kube = kube
         self._tracer = tracer
@@ -101,7 +108,7 @@ class PolicyRegistry:
         self._clock = clock
         self._deletion_timeout = deletion_timeout
         self._budget_state = budget_state or (lambda _namespace, _name: None)
-        self._issuer = CredentialIssuer(kube, clock)
+        self._issuer = CredentialIssuer(kube, clock, integrity_key or IntegrityKeyHolder().require)
         self._policies: dict[tuple[str, str], _Policy] = {}
         self._dependents = Dependents("connectionRef", "budgetRef")
         self._gate = asyncio.Semaphore(PASS_CONCURRENCY)
@@ -207,14 +214,9 @@ class PolicyRegistry:
             ),
         )
         for reason, message in outcome.happenings if outcome else []:
-            await asyncio.to_thread(
-                self._kube.post_event,
-                policy.ref,
-                type_="Normal",
-                reason=reason,
-                message=message,
-                now=self._clock(),
-            )
+            await self._event(policy, "Normal", reason, message)
+        for reason, message in outcome.warnings if outcome else []:
+            await self._event(policy, "Warning", reason, message)
         return min(retry, storage_retry, self._credentials_due(outcome))
 
     async def _credentials(
@@ -236,15 +238,47 @@ class PolicyRegistry:
                 None,
                 1.0,
             )
-        active = len(spec.clients)
+        except SecretNameConflict as conflict:
+            # Woken by the Secret watch when the holder goes; the retry is a safety net.
+            return (
+                Condition(
+                    type="CredentialsIssued",
+                    status="False",
+                    reason="SecretNameConflict",
+                    message=str(conflict),
+                ),
+                None,
+                STORAGE_RETRY,
+            )
+        except IntegrityKeyUnavailable as unavailable:
+            return (
+                Condition(
+                    type="CredentialsIssued",
+                    status="False",
+                    reason="IntegrityKeyUnavailable",
+                    message=str(unavailable),
+                ),
+                None,
+                WARMUP_RETRY,
+            )
+        active = len(spec.clients) - len(outcome.conflicts)
         current = next((k for k in outcome.signing_keys if k.current), None)
         signing_text = f"signing key {current.kid} ({current.algorithm})" if current else "no signing key"
-        condition = Condition(
-            type="CredentialsIssued",
-            status="True",
-            reason="Issued",
-            message=f"{active} API client key(s) active; {signing_text}",
-        )
+        message = f"{active} API client key(s) active; {signing_text}"
+        if outcome.conflicts:
+            names = ", ".join(api_key_secret_name(policy.ref.name, c) for c in outcome.conflicts)
+            return (
+                Condition(
+                    type="CredentialsIssued",
+                    status="False",
+                    reason="SecretNameConflict",
+                    message=f"{message}; no key for client(s) {', '.join(outcome.conflicts)}: "
+                    f"Secret(s) {names} belong to something else and are not overwritten",
+                ),
+                outcome,
+                STORAGE_RETRY,
+            )
+        condition = Condition(type="CredentialsIssued", status="True", reason="Issued", message=message)
         return condition, outcome, IDLE
 
     def _credentials_due(self, outcome: CredentialOutcome | None) -> float:

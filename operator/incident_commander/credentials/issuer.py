@@ -3,19 +3,27 @@
 The order of writes and why it is crash-safe is explained in api_keys.py; this
 module executes one planned step at a time and re-plans, so it never needs to
 know where a previous, interrupted pass stopped.
+
+Whose Secret is it? The names are derived from the policy (and client) names, so somebody else
+may hold one of them. The operator only ever writes a Secret whose controller ownerReference is
+this policy (by uid); any other Secret under one of its names is left alone and reported
+(``SecretNameConflict``). The key index and the signing keys carry an integrity seal
+(credentials/integrity.py): a Secret of ours whose seal does not verify (edited, or planted by
+someone who deleted ours) is not read, but replaced with fresh keys, with a Warning Event.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from incident_commander.clock import Clock
-from incident_commander.credentials import api_keys, signing
+from incident_commander.credentials import api_keys, integrity, signing
 from incident_commander.credentials.api_keys import ClientSecret, ClientSpec, KeyIndex
+from incident_commander.credentials.integrity import IntegrityKey, SealedFields
 from incident_commander.credentials.signing import Algorithm, SigningKey
 from incident_commander.kube_api import KubeApi, ObjectRef, StoredSecret
 
@@ -45,18 +53,39 @@ def signing_secret_name(policy: str) -> str:
     return f"{policy}-jwt-signing-keys"
 
 
+class SecretNameConflict(Exception):
+    """A Secret the policy needs is held by something else; the operator will not overwrite it."""
+
+
 @dataclass(kw_only=True)
 class CredentialOutcome:
     index: KeyIndex
     signing_keys: tuple[SigningKey, ...]
     happenings: list[tuple[str, str]] = field(default_factory=list)
-    """(reason, message) pairs worth an Event: issued, rotated, revoked keys."""
+    """(reason, message) pairs worth a Normal Event: issued, rotated, revoked keys."""
+    warnings: list[tuple[str, str]] = field(default_factory=list)
+    """(reason, message) pairs worth a Warning Event: an untrusted Secret of ours replaced."""
+    conflicts: list[str] = field(default_factory=list)
+    """Clients left without a key because another object holds their Secret's name."""
+
+
+def sealed_fields(owner: ObjectRef, name: str, secret_type: str, data: Mapping[str, str]) -> SealedFields:
+    return SealedFields(
+        namespace=owner.namespace,
+        name=name,
+        secret_type=secret_type,
+        policy=owner.name,
+        policy_uid=owner.uid,
+        data=data,
+    )
 
 
 class CredentialIssuer:
-    def __init__(self, kube: KubeApi, clock: Clock) -> None:
+    def __init__(self, kube: KubeApi, clock: Clock, integrity_key: Callable[[], IntegrityKey]) -> None:
         self._kube = kube
         self._clock = clock
+        self._integrity_key = integrity_key
+        """Raises when the key is not loaded yet: nothing is written unsealed."""
 
     def reconcile(
         self,
@@ -85,8 +114,10 @@ class CredentialIssuer:
         outcome: CredentialOutcome,
     ) -> tuple[SigningKey, ...]:
         name = signing_secret_name(owner.name)
-        stored = self._kube.read_managed_secret(owner.namespace, name)
-        document = json.loads(stored.data.get("signing-keys.json", b"{}")) if stored else {}
+        stored = self._own_secret(owner, name, TYPE_SIGNING, outcome)
+        document = (
+            json.loads(stored.data.get("signing-keys.json", b"{}")) if stored and stored.trusted else {}
+        )
         keys = tuple(SigningKey.from_json(k) for k in document.get("keys", []))
         handled = document.get("rotateHandled")
         decision = signing.plan_signing_keys(
@@ -106,14 +137,13 @@ class CredentialIssuer:
             ),
             "jwks.json": json.dumps(signing.jwks(decision.keys)),
         }
-        self._kube.write_secret(
-            owner.namespace,
+        self._write_sealed(
+            owner,
             name=name,
             type_=TYPE_SIGNING,
-            labels=self._labels(owner, "jwt-signing-keys"),
+            purpose="jwt-signing-keys",
             data=payload,
-            owner=owner,
-            resource_version=stored.resource_version if stored else None,
+            resource_version=stored.secret.resource_version if stored else None,
         )
         if decision.reason != "RetiredKeyExpired":
             current = decision.keys[0]
@@ -130,23 +160,25 @@ class CredentialIssuer:
         self, owner: ObjectRef, clients: Sequence[ClientSpec], request: str | None, outcome: CredentialOutcome
     ) -> KeyIndex:
         index_name = index_secret_name(owner.name)
-        stored_index = self._kube.read_managed_secret(owner.namespace, index_name)
+        stored_index = self._own_secret(owner, index_name, TYPE_KEY_INDEX, outcome)
         index = KeyIndex.from_json(
-            json.loads(stored_index.data.get("index.json", b"{}")) if stored_index else None
+            json.loads(stored_index.data.get("index.json", b"{}"))
+            if stored_index and stored_index.trusted
+            else None
         )
-        index_version = stored_index.resource_version if stored_index else None
-        client_secrets = self._client_secrets(owner)
+        index_version = stored_index.secret.resource_version if stored_index else None
+        client_secrets = self._client_secrets(owner, clients, outcome)
+        clients = [c for c in clients if c.name not in outcome.conflicts]
         by_name = {c.name: c for c in clients}
 
         def save(new_index: KeyIndex) -> None:
             nonlocal index, index_version
-            index_version = self._kube.write_secret(
-                owner.namespace,
+            index_version = self._write_sealed(
+                owner,
                 name=index_name,
                 type_=TYPE_KEY_INDEX,
-                labels=self._labels(owner, "api-key-index"),
+                purpose="api-key-index",
                 data={"index.json": json.dumps(new_index.to_json())},
-                owner=owner,
                 resource_version=index_version,
             )
             index = new_index
@@ -194,13 +226,78 @@ class CredentialIssuer:
                 save(api_keys.without(index, step.key_ids))
         raise RuntimeError(f"API keys of {owner.namespace}/{owner.name} did not settle in {MAX_STEPS} steps")
 
-    def _client_secrets(self, owner: ObjectRef) -> dict[str, tuple[str, ClientSecret]]:
+    def _own_secret(
+        self, owner: ObjectRef, name: str, type_: str, outcome: CredentialOutcome
+    ) -> _Stored | None:
+        """The policy's Secret under ``name``: None when there is none; SecretNameConflict when
+        another object holds the name; untrusted (to be replaced) when its seal does not verify."""
+        stored = self._kube.read_managed_secret(owner.namespace, name)
+        if stored is None:
+            return None
+        if not stored.controlled_by(owner):
+            raise SecretNameConflict(_conflict_message(owner, name, stored))
+        key = self._integrity_key()
+        fields = sealed_fields(owner, name, stored.type, stored.texts())
+        trusted = stored.type == type_ and key.verify(fields, stored.annotations.get(integrity.ANNOTATION))
+        if not trusted:
+            outcome.warnings.append(
+                (
+                    "UntrustedSecretReplaced",
+                    f"Secret {name} does not carry this operator's integrity seal (edited, or not "
+                    "written by the operator); its keys are not trusted and new ones replace them",
+                )
+            )
+        return _Stored(secret=stored, trusted=trusted)
+
+    def _write_sealed(
+        self,
+        owner: ObjectRef,
+        *,
+        name: str,
+        type_: str,
+        purpose: str,
+        data: Mapping[str, str],
+        resource_version: str | None,
+    ) -> str:
+        seal = self._integrity_key().seal(sealed_fields(owner, name, type_, data))
+        return self._kube.write_secret(
+            owner.namespace,
+            name=name,
+            type_=type_,
+            labels=self._labels(owner, purpose),
+            annotations={integrity.ANNOTATION: seal},
+            data=data,
+            owner=owner,
+            resource_version=resource_version,
+        )
+
+    def _client_secrets(
+        self, owner: ObjectRef, clients: Sequence[ClientSpec], outcome: CredentialOutcome
+    ) -> dict[str, tuple[str, ClientSecret]]:
+        """The client Secrets this policy controls, by client. A wanted client whose Secret name is
+        held by another object is recorded in ``outcome.conflicts`` and gets no key."""
         selector = f"{LABEL_POLICY}={owner.name},{LABEL_PURPOSE}=api-key"
         found: dict[str, tuple[str, ClientSecret]] = {}
         for secret in self._kube.list_managed_secrets(owner.namespace, selector):
             client = secret.labels.get(LABEL_CLIENT)
-            if client and secret.name == api_key_secret_name(owner.name, client):
+            if (
+                client
+                and secret.name == api_key_secret_name(owner.name, client)
+                and secret.controlled_by(owner)
+            ):
                 found[client] = (secret.resource_version, _client_secret(secret))
+        for client_spec in clients:
+            if client_spec.name in found:
+                continue
+            # Not among ours: is the name free? (Only for clients without a Secret: rare after issuance.)
+            name = api_key_secret_name(owner.name, client_spec.name)
+            holder = self._kube.read_managed_secret(owner.namespace, name)
+            if holder is None:
+                continue
+            if holder.controlled_by(owner):  # ours, with its labels edited away
+                found[client_spec.name] = (holder.resource_version, _client_secret(holder))
+            else:
+                outcome.conflicts.append(client_spec.name)  # reported in the policy's condition
         return found
 
     def _write_client_secret(
@@ -230,6 +327,29 @@ class CredentialIssuer:
     @staticmethod
     def _labels(owner: ObjectRef, purpose: str) -> dict[str, str]:
         return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_POLICY: owner.name, LABEL_PURPOSE: purpose}
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Stored:
+    secret: StoredSecret
+    trusted: bool
+
+    @property
+    def data(self) -> Mapping[str, bytes]:
+        return self.secret.data
+
+
+def _conflict_message(owner: ObjectRef, name: str, holder: StoredSecret) -> str:
+    if holder.controller is not None:
+        kind, holder_name, _ = holder.controller
+        who = (
+            f"is controlled by {kind} {holder_name}"
+            if holder_name != owner.name
+            else "belongs to an earlier object of this name"
+        )
+    else:
+        who = "was not created by the operator"
+    return f"Secret {name} {who}; the operator will not overwrite it (delete or rename it)"
 
 
 def _client_secret(secret: StoredSecret) -> ClientSecret:
