@@ -83,23 +83,38 @@ def ready_state(body: Mapping[str, Any]) -> str:
 class Directory:
     """Objects by kind and key; the IncidentPolicies also by their parsed view."""
 
-    def __init__(self, *, on_policy_deleted: Callable[[tuple[str, str]], None] = lambda key: None) -> None:
+    def __init__(
+        self,
+        *,
+        on_policy_deleted: Callable[[tuple[str, str]], None] = lambda key: None,
+        on_policy_changed: Callable[[str, str], None] = lambda namespace, name: None,
+    ) -> None:
         self._states: dict[str, dict[tuple[str, str], str]] = {kind: {} for kind in KINDS}
         self._policies: dict[tuple[str, str], PolicyView] = {}
+        self._uids: dict[tuple[str, str], str] = {}
         self._on_policy_deleted = on_policy_deleted
         """Lets per-policy state elsewhere (the API's history) go with the policy."""
+        self._on_policy_changed = on_policy_changed
+        """Lets the keyring re-decide which Secrets it trusts when a policy's uid appears or changes."""
 
     def observe(self, kind: str, event_type: str | None, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
         if event_type == "DELETED":
             self._states[kind].pop(key, None)
-            if kind == "IncidentPolicy":
+            gone = str(meta.get("uid") or "")
+            if kind == "IncidentPolicy" and (not gone or self._uids.get(key) in (None, gone)):
                 self._policies.pop(key, None)
+                self._uids.pop(key, None)
                 self._on_policy_deleted(key)
+                self._on_policy_changed(*key)
             return
         self._states[kind][key] = ready_state(body)
         if kind == "IncidentPolicy":
+            uid = str(meta.get("uid") or "")
+            if self._uids.get(key) != uid:
+                self._uids[key] = uid
+                self._on_policy_changed(*key)
             try:
                 self._policies[key] = parse_policy_view(key[0], key[1], body.get("spec") or {})
             except (KeyError, TypeError, ValueError) as exc:
@@ -109,6 +124,10 @@ class Directory:
 
     def policy(self, namespace: str, name: str) -> PolicyView | None:
         return self._policies.get((namespace, name))
+
+    def policy_uid(self, namespace: str, name: str) -> str | None:
+        """The uid of the IncidentPolicy now stored under that name, as last seen."""
+        return self._uids.get((namespace, name))
 
     def counts(self, namespace: str) -> dict[str, dict[str, int]]:
         result: dict[str, dict[str, int]] = {}

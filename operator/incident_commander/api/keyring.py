@@ -6,6 +6,20 @@ revocation live, whichever replica or process wrote them. It holds hashes of
 API keys (never their plaintext) and parsed signing keys, indexed for O(1)
 lookup by key id: verifying one of 100,000 keys is a dict lookup, a SHA-256 and
 a constant-time comparison.
+
+Which Secrets count. Anyone allowed to create Secrets in a watched namespace can write one with
+our labels and type, so neither proves anything. A Secret counts for a policy only if
+
+1. its name is the one the operator derives for that policy (``<policy>-api-key-index``,
+   ``<policy>-jwt-signing-keys``): there is at most one such object per policy;
+2. its controller ownerReference is that IncidentPolicy, with the policy's *current* uid
+   (a Secret left over from a deleted policy of the same name does not count);
+3. its integrity seal verifies (credentials/integrity.py): only the operator can seal.
+
+Everything else is ignored, counted in ``incident_commander_untrusted_secrets_total{reason}`` and
+logged (rate-limited, never the data). Every map is keyed by (namespace, policy, id): a key id or
+kid that another policy already holds is refused, not taken over, and removing a policy's keys
+removes only the entries that policy put there.
 """
 
 from __future__ import annotations
@@ -14,21 +28,32 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from incident_commander import API_GROUP, API_VERSION
 from incident_commander.api.principal import AuthFailure, Principal
-from incident_commander.credentials import api_keys
+from incident_commander.credentials import api_keys, integrity
 from incident_commander.credentials.api_keys import KeyEntry, KeyIndex
-from incident_commander.credentials.issuer import LABEL_POLICY, TYPE_KEY_INDEX, TYPE_SIGNING
+from incident_commander.credentials.integrity import IntegrityKey, SealedFields
+from incident_commander.credentials.issuer import (
+    TYPE_KEY_INDEX,
+    TYPE_SIGNING,
+    index_secret_name,
+    signing_secret_name,
+)
 from incident_commander.credentials.signing import SigningKey, jwks
+from incident_commander.telemetry.sampled_log import SampledLog
 
 logger = logging.getLogger(__name__)
 
 PolicyKey = tuple[str, str]
 """(namespace, policy name)."""
+
+SUFFIXES = {TYPE_KEY_INDEX: "-api-key-index", TYPE_SIGNING: "-jwt-signing-keys"}
+DATA_FIELDS = {TYPE_KEY_INDEX: "index.json", TYPE_SIGNING: "signing-keys.json"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,45 +82,133 @@ class _IndexedKey:
     entry: KeyEntry
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Candidate:
+    """A sealed Secret under a policy's derived name, waiting for (or holding) that policy's trust."""
+
+    secret_uid: str
+    owner_uid: str
+    index: KeyIndex | None = None
+    signing_keys: tuple[SigningKey, ...] = ()
+
+
 class Keyring:
     """In-memory view of the managed Secrets; updated only from watch events (one event-loop thread)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        integrity_key: Callable[[], IntegrityKey | None] = lambda: None,
+        policy_uid: Callable[[str, str], str | None] = lambda _ns, _name: None,
+        on_untrusted: Callable[[str], None] = lambda _reason: None,
+    ) -> None:
+        self._integrity_key = integrity_key
+        """None until loaded: then no Secret is trusted (fail closed)."""
+        self._policy_uid = policy_uid
+        """The uid of the IncidentPolicy now stored under (namespace, name), from the API's directory."""
+        self._on_untrusted = on_untrusted
+        self._candidates: dict[tuple[str, str], _Candidate] = {}
+        """By (namespace, Secret name): sealed Secrets under a derived name."""
+        self._applied: dict[tuple[PolicyKey, str], _Candidate] = {}
         self._indexes: dict[PolicyKey, KeyIndex] = {}
         self._by_key_id: dict[str, _IndexedKey] = {}
-        self._signing: dict[PolicyKey, tuple[LoadedSigningKey, ...]] = {}
-        self._by_kid: dict[str, LoadedSigningKey] = {}
+        self._signing: dict[PolicyKey, dict[str, LoadedSigningKey]] = {}
         self._jwks: dict[PolicyKey, dict[str, Any]] = {}
+        self._warnings = SampledLog(logger, per_window=10, window=60.0)
 
     # -- fed by the Secret watch ---------------------------------------------------------------
     def secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A managed Secret was listed, added, modified or deleted."""
         meta = body.get("metadata") or {}
-        policy = (meta.get("labels") or {}).get(LABEL_POLICY)
-        namespace = meta.get("namespace")
-        if not policy or not namespace:
-            return
-        key = (str(namespace), str(policy))
+        namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
         secret_type = body.get("type")
-        deleted = event_type == "DELETED"
-        try:
-            if secret_type == TYPE_KEY_INDEX:
-                document = None if deleted else _json_field(body, "index.json")
-                self.set_index(key, None if document is None else KeyIndex.from_json(document))
-            elif secret_type == TYPE_SIGNING:
-                document = None if deleted else _json_field(body, "signing-keys.json")
-                keys = () if document is None else tuple(SigningKey.from_json(k) for k in document["keys"])
-                self.set_signing_keys(key, keys)
-        except (KeyError, TypeError, ValueError) as exc:
-            # An unreadable index must not keep old keys valid: forget the policy's keys of that type.
-            logger.error(
-                "managed Secret %s/%s is unreadable (%s); its keys are refused", *key, type(exc).__name__
-            )
-            if secret_type == TYPE_KEY_INDEX:
-                self.set_index(key, None)
-            else:
-                self.set_signing_keys(key, ())
+        if not namespace or not name or secret_type not in SUFFIXES:
+            return  # client API-key Secrets and others: nothing the API verifies against
+        key = (namespace, name)
+        policy = _policy_of(name, str(secret_type))
+        if event_type == "DELETED":
+            held = self._candidates.get(key)
+            if held is not None and held.secret_uid == str(meta.get("uid") or held.secret_uid):
+                del self._candidates[key]
+            if policy is not None:
+                self.refresh(namespace, policy)
+            return
+        candidate, reason = self._admit(namespace, name, str(secret_type), policy, body)
+        if candidate is None:
+            self._untrusted(reason, namespace, name)
+            self._candidates.pop(key, None)
+        else:
+            self._candidates[key] = candidate
+        if policy is not None:
+            self.refresh(namespace, policy)
 
+    def _admit(
+        self, namespace: str, name: str, secret_type: str, policy: str | None, body: Mapping[str, Any]
+    ) -> tuple[_Candidate | None, str]:
+        """The Secret as a candidate for its policy, or why it can never be one."""
+        if policy is None:
+            return None, "unexpected_name"
+        meta = body.get("metadata") or {}
+        owner = _controller(meta, policy)
+        if owner is None:
+            return None, "not_controlled_by_policy"
+        sealing_key = self._integrity_key()
+        if sealing_key is None:
+            return None, "integrity_key_unavailable"
+        try:
+            data = _texts(body)
+        except ValueError:
+            return None, "unreadable"
+        fields = SealedFields(
+            namespace=namespace,
+            name=name,
+            secret_type=secret_type,
+            policy=policy,
+            policy_uid=owner,
+            data=data,
+        )
+        if not sealing_key.verify(fields, (meta.get("annotations") or {}).get(integrity.ANNOTATION)):
+            return None, "bad_seal"
+        try:
+            document = json.loads(data[DATA_FIELDS[secret_type]])
+            if secret_type == TYPE_KEY_INDEX:
+                index = KeyIndex.from_json(document)
+                return _Candidate(secret_uid=str(meta.get("uid") or ""), owner_uid=owner, index=index), ""
+            keys = tuple(SigningKey.from_json(k) for k in document["keys"])
+            return _Candidate(secret_uid=str(meta.get("uid") or ""), owner_uid=owner, signing_keys=keys), ""
+        except (KeyError, TypeError, ValueError):
+            return None, "unreadable"
+
+    def _untrusted(self, reason: str, namespace: str, name: str) -> None:
+        self._on_untrusted(reason)
+        self._warnings.warning(
+            reason,
+            "Secret %s/%s is not trusted for API credentials (%s); it is ignored",
+            namespace,
+            name,
+            reason,
+        )
+
+    def refresh(self, namespace: str, policy: str) -> None:
+        """Re-decide what the policy's keys are: after one of its Secrets or the policy itself changed."""
+        uid = self._policy_uid(namespace, policy)
+        policy_key = (namespace, policy)
+        for secret_type in SUFFIXES:
+            candidate = self._candidates.get((namespace, policy + SUFFIXES[secret_type]))
+            trusted = candidate if candidate is not None and uid and candidate.owner_uid == uid else None
+            slot = (policy_key, secret_type)
+            if trusted is not None and self._applied.get(slot) is trusted:
+                continue  # unchanged: no PEM parsing on every status update of the policy
+            if trusted is None:
+                self._applied.pop(slot, None)
+            else:
+                self._applied[slot] = trusted
+            if secret_type == TYPE_KEY_INDEX:
+                self.set_index(policy_key, trusted.index if trusted else None)
+            else:
+                self.set_signing_keys(policy_key, trusted.signing_keys if trusted else ())
+
+    # -- the lookup maps (trusted content only) --------------------------------------------------
     def set_index(self, policy: PolicyKey, index: KeyIndex | None) -> None:
         old = self._indexes.pop(policy, None)
         for entry in old.entries if old else ():
@@ -106,27 +219,29 @@ class Keyring:
             return
         self._indexes[policy] = index
         for entry in index.entries:
+            holder = self._by_key_id.get(entry.key_id)
+            if holder is not None and (holder.namespace, holder.policy) != policy:
+                # Key ids are 64 random bits: a clash is a copy, and the first holder keeps its key.
+                self._untrusted("key_id_clash", *policy)
+                continue
             self._by_key_id[entry.key_id] = _IndexedKey(namespace=policy[0], policy=policy[1], entry=entry)
 
     def set_signing_keys(self, policy: PolicyKey, keys: tuple[SigningKey, ...]) -> None:
-        for loaded in self._signing.pop(policy, ()):
-            self._by_kid.pop(loaded.kid, None)
+        self._signing.pop(policy, None)
         self._jwks.pop(policy, None)
         if not keys:
             return
-        loaded_keys = []
+        loaded: dict[str, LoadedSigningKey] = {}
         for signing_key in keys:
             private = signing_key.private_key()
-            loaded = LoadedSigningKey(
+            loaded[signing_key.kid] = LoadedSigningKey(
                 namespace=policy[0],
                 policy=policy[1],
                 key=signing_key,
                 private=private,
                 public=private.public_key(),
             )
-            loaded_keys.append(loaded)
-            self._by_kid[loaded.kid] = loaded
-        self._signing[policy] = tuple(loaded_keys)
+        self._signing[policy] = loaded
         self._jwks[policy] = jwks(keys)
 
     # -- queries -------------------------------------------------------------------------------
@@ -164,14 +279,15 @@ class Keyring:
         return self._indexes.get(policy)
 
     def current_signing_key(self, policy: PolicyKey, now: datetime) -> LoadedSigningKey | None:
-        for loaded in self._signing.get(policy, ()):
+        for loaded in self._signing.get(policy, {}).values():
             if loaded.key.current:
                 return loaded
         return None
 
-    def verification_key(self, kid: str, now: datetime) -> LoadedSigningKey | None:
-        """A key that may still verify tokens: current, or retired with ``notAfter`` in the future."""
-        loaded = self._by_kid.get(kid)
+    def verification_key(self, policy: PolicyKey, kid: str, now: datetime) -> LoadedSigningKey | None:
+        """The policy's key ``kid`` if it may still verify tokens: current, or retired with
+        ``notAfter`` in the future. Another policy's key of the same kid is never found here."""
+        loaded = self._signing.get(policy, {}).get(kid)
         if loaded is None:
             return None
         if loaded.key.not_after is not None and loaded.key.not_after <= now:
@@ -182,11 +298,36 @@ class Keyring:
         return self._jwks.get(policy)
 
 
-def _json_field(body: Mapping[str, Any], field: str) -> Any:
-    data = body.get("data") or {}
-    if field not in data:
+def _policy_of(name: str, secret_type: str) -> str | None:
+    """The policy whose derived Secret name ``name`` is, for that Secret type."""
+    suffix = SUFFIXES[secret_type]
+    if not name.endswith(suffix) or len(name) == len(suffix):
         return None
+    policy = name[: -len(suffix)]
+    derived = index_secret_name(policy) if secret_type == TYPE_KEY_INDEX else signing_secret_name(policy)
+    return policy if derived == name else None
+
+
+def _controller(meta: Mapping[str, Any], policy: str) -> str | None:
+    """The uid in the controller ownerReference if it is the IncidentPolicy ``policy``."""
+    for ref in meta.get("ownerReferences") or ():
+        if (
+            ref.get("controller")
+            and ref.get("apiVersion") == f"{API_GROUP}/{API_VERSION}"
+            and ref.get("kind") == "IncidentPolicy"
+            and ref.get("name") == policy
+            and ref.get("uid")
+        ):
+            return str(ref["uid"])
+    return None
+
+
+def _texts(body: Mapping[str, Any]) -> dict[str, str]:
+    """The Secret's data fields as text (the seal covers exactly these)."""
     try:
-        return json.loads(base64.b64decode(data[field], validate=True))
-    except (binascii.Error, UnicodeDecodeError) as exc:
-        raise ValueError(f"{field} is not base64-encoded JSON") from exc
+        return {
+            str(field): base64.b64decode(value, validate=True).decode("utf-8")
+            for field, value in (body.get("data") or {}).items()
+        }
+    except (binascii.Error, UnicodeDecodeError, TypeError) as exc:
+        raise ValueError("the Secret's data is not base64-encoded text") from exc
