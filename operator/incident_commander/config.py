@@ -72,6 +72,17 @@ class OperatorConfig:
     """Live boto3 clients kept across all AwsConnections (least recently used out; each costs
     up to 400 KB). An evicted client is rebuilt on its connection's next call, for a few ms of CPU."""
 
+    api_max_connections: int = 512
+    """Connections the API port keeps open at once; beyond, new ones get a 503 and are closed."""
+
+    api_idle_timeout: float = 10.0
+    """Seconds a connection may take to send a request head (and a body), and may stay idle
+    between requests, before the API closes it."""
+
+    state_namespace: str = "default"
+    """The namespace holding the operator's own state: the Secret with the key that seals the
+    credential Secrets the API trusts. In a pod, the pod's own namespace."""
+
     tls_cert_file: str | None = None
     """PEM certificate (chain) for the API port; with ``tls_key_file`` the API speaks HTTPS."""
 
@@ -157,7 +168,38 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="PEM certificate for the API port (with --tls-key-file: HTTPS)",
     )
     run.add_argument("--tls-key-file", default=_env(env, "TLS_KEY_FILE", "") or None)
+    run.add_argument(
+        "--api-max-connections",
+        type=int,
+        default=int(_env(env, "API_MAX_CONNECTIONS", str(defaults.api_max_connections))),
+        help="connections the API keeps open at once; beyond, 503 and close",
+    )
+    run.add_argument(
+        "--api-idle-timeout",
+        default=_env(env, "API_IDLE_TIMEOUT", "10s"),
+        help="close API connections that send no complete request (head or body) for this long",
+    )
+    run.add_argument(
+        "--state-namespace",
+        default=_env(env, "STATE_NAMESPACE", "") or default_state_namespace(env),
+        help="namespace of the operator's own state (its sealing key); in a pod, its namespace",
+    )
     return parser
+
+
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def default_state_namespace(environ: Mapping[str, str]) -> str:
+    """The pod's namespace (the chart sets K8S_NAMESPACE_NAME; the service account mount has it
+    too), else ``default`` for an operator run from a workstation."""
+    if environ.get("K8S_NAMESPACE_NAME"):
+        return environ["K8S_NAMESPACE_NAME"]
+    try:
+        with open(SERVICE_ACCOUNT_NAMESPACE, encoding="utf-8") as mounted:
+            return mounted.read().strip() or "default"
+    except OSError:
+        return "default"
 
 
 def config_from_args(
@@ -170,6 +212,14 @@ def config_from_args(
         parser.error("--aws-client-cache must be at least 1")
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         parser.error("--tls-cert-file and --tls-key-file go together")
+    if args.api_max_connections < 1:
+        parser.error("--api-max-connections must be at least 1")
+    try:
+        idle_timeout = parse_duration(args.api_idle_timeout).total_seconds()
+    except ValueError as invalid:
+        parser.error(f"--api-idle-timeout: {invalid}")
+    if idle_timeout <= 0:
+        parser.error("--api-idle-timeout must be positive")
     namespaces = tuple(args.namespaces or ())
     return OperatorConfig(
         namespaces=() if args.all_namespaces else namespaces,
@@ -188,4 +238,7 @@ def config_from_args(
         aws_client_cache=args.aws_client_cache,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
+        api_max_connections=args.api_max_connections,
+        api_idle_timeout=idle_timeout,
+        state_namespace=args.state_namespace,
     )

@@ -24,6 +24,7 @@ from incident_commander.api.metrics import ApiMetrics
 from incident_commander.budget.registry import BudgetRegistry
 from incident_commander.config import OperatorConfig
 from incident_commander.connections import ConnectionRegistry
+from incident_commander.credentials.integrity import KEY_SECRET_NAME, IntegrityKeyHolder
 from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
 from incident_commander.kube_api import KubeApi, load_api_client
 from incident_commander.metrics import OperatorMetrics
@@ -62,6 +63,32 @@ def apply_settings(settings: kopf.OperatorSettings, *, namespaced: bool = False)
         settings.scanning.disabled = True
 
 
+INTEGRITY_KEY_RETRY = 2.0
+
+
+async def load_integrity_key(holder: IntegrityKeyHolder, kube: KubeApi, namespace: str) -> None:
+    """Load (or create) the sealing key before any watch starts; retry until it works.
+
+    Without it no credential can be trusted or issued, so there is nothing useful to do first:
+    kopf starts the watches only once its startup handlers return."""
+    attempt = 0
+    while True:
+        try:
+            await asyncio.to_thread(holder.load, kube, namespace)
+            return
+        except Exception as exc:  # the apiserver away, or RBAC missing: say which, and retry
+            if attempt % 15 == 0:
+                logger.error(
+                    "cannot load the integrity key from Secret %s/%s (%s: %s); retrying",
+                    namespace,
+                    KEY_SECRET_NAME,
+                    type(exc).__name__,
+                    getattr(exc, "reason", None) or exc,
+                )
+            attempt += 1
+            await asyncio.sleep(INTEGRITY_KEY_RETRY)
+
+
 def build_registry(
     config: OperatorConfig, metrics: OperatorMetrics, tracing: Tracing | None = None
 ) -> kopf.OperatorRegistry:
@@ -80,6 +107,7 @@ def build_registry(
         tracer=tracer,
         ledger_refresh=config.ledger_refresh.total_seconds(),
     )
+    integrity_key = IntegrityKeyHolder()
     policies = PolicyRegistry(
         kube=kube,
         connections=connections,
@@ -87,19 +115,30 @@ def build_registry(
         deletion_timeout=config.deletion_timeout,
         budget_state=budgets.state,
         tracer=tracer,
+        integrity_key=integrity_key.require,
     )
     budgets.subscribe(policies.budget_changed)
     connections.subscribe(policies.connection_changed)
     connections.subscribe(budgets.connection_changed)
     history = History()
-    keyring, directory = Keyring(), Directory(on_policy_deleted=history.forget)
+    api_metrics = ApiMetrics(metrics.registry)
+    directory = Directory(
+        on_policy_deleted=history.forget,
+        on_policy_changed=lambda namespace, name: keyring.refresh(namespace, name),
+    )
+    keyring = Keyring(
+        integrity_key=integrity_key.get,
+        policy_uid=directory.policy_uid,
+        on_untrusted=lambda reason: api_metrics.untrusted_secrets.labels(reason=reason).inc(),
+    )
     bridge = BudgetBridge(budgets)
     api = build_api_app(
         ApiContext(
             keyring=keyring,
             directory=directory,
             history=history,
-            metrics=ApiMetrics(metrics.registry),
+            metrics=api_metrics,
+            body_timeout=config.api_idle_timeout,
             effective_for=bridge.effective_for,
             usage=bridge,
             budgets=bridge,
@@ -108,11 +147,12 @@ def build_registry(
     )
     if tracing.enabled:
         traced_http.instrument(api, tracer)
-    servers = HttpServers(config=config, metrics=metrics, api=api)
+    servers = HttpServers(config=config, metrics=metrics, api=api, api_metrics=api_metrics)
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         apply_settings(settings, namespaced=not config.all_namespaces)
+        await load_integrity_key(integrity_key, kube, config.state_namespace)
         await asyncio.to_thread(
             api_watches.initial_sync,
             kube,

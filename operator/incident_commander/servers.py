@@ -2,21 +2,78 @@
 
 They run as aiohttp apps inside kopf's event loop, so there are no extra threads
 to stop and shutdown is ordered by kopf's cleanup handlers.
+
+The API port faces clients that may be slow or hostile, and it shares the process and the event
+loop with the reconcilers, so it is bounded (docs/api.md, "Server limits"):
+
+- ``--api-idle-timeout`` (10 s): a connection must send a complete request head within this long
+  of opening (or of its previous answer), else it is closed. aiohttp's keep-alive timer runs from
+  the connection's start and is not reset by partial data, so it doubles as the header-read
+  timeout: a client dribbling half a header cannot keep its connection.
+- the body must arrive within ``--api-idle-timeout`` too (408 otherwise; see api/app.py);
+- at most ``--api-max-connections`` (512) connections: beyond, new ones get a 503 and are closed;
+- request line and header fields of at most 4 KiB each, at most 32 header fields.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from incident_commander.api.metrics import ApiMetrics
 from incident_commander.config import OperatorConfig
 from incident_commander.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
+
+MAX_LINE_SIZE = 4096
+MAX_FIELD_SIZE = 4096
+"""Bytes per header field: a Bearer token is capped at 2 KiB (api/tokens.py); 4 KiB leaves room."""
+MAX_HEADERS = 32
+LINGERING_TIME = 1.0
+"""Seconds spent reading (and discarding) the unread rest of a body after an early answer (413,
+401...), so the client sees the answer: aiohttp's 10 s would let a slow body hold the connection."""
+_REFUSAL_BODY = json.dumps(
+    {"error": "TooManyConnections", "message": "the API has too many open connections; retry"}
+).encode()
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
+
+
+class _Refusal(asyncio.Protocol):
+    """Answers 503 and closes: a connection over the cap costs no parser and no buffer."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)
+        transport.write(_REFUSAL)
+        transport.close()
+
+
+class ConnectionCap:
+    """Protocol factory in front of aiohttp's: at most ``limit`` connections at once."""
+
+    def __init__(self, server: web.Server, limit: int, on_refused: Callable[[], None]) -> None:
+        self._server = server
+        self._limit = limit
+        self._on_refused = on_refused
+
+    def open_connections(self) -> int:
+        return len(self._server.connections)
+
+    def __call__(self) -> asyncio.BaseProtocol:
+        if self.open_connections() >= self._limit:
+            self._on_refused()
+            return _Refusal()
+        return self._server()
 
 
 def metrics_app(metrics: OperatorMetrics) -> web.Application:
@@ -46,27 +103,57 @@ class HttpServers:
     config: OperatorConfig
     metrics: OperatorMetrics
     api: web.Application
+    api_metrics: ApiMetrics | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
+    _listeners: list[asyncio.Server] = field(default_factory=list)
 
     async def start(self) -> None:
         """Listen on the configured ports; a port of 0 disables that server."""
         tls = None
         if self.config.tls_cert_file and self.config.tls_key_file:
             tls = tls_context(self.config.tls_cert_file, self.config.tls_key_file)
-        for name, port, app, context in (
-            ("metrics", self.config.metrics_port, metrics_app(self.metrics), None),
-            ("api", self.config.api_port, self.api, tls),
-        ):
-            if port == 0:
-                continue
-            runner = web.AppRunner(app, access_log=None)
-            await runner.setup()
-            await web.TCPSite(runner, self.config.bind_address, port, ssl_context=context).start()
-            self._runners.append(runner)
-            scheme = "https" if context else "http"
-            logger.info("%s server listening on %s://%s:%d", name, scheme, self.config.bind_address, port)
+        if self.config.metrics_port:
+            runner = web.AppRunner(metrics_app(self.metrics), access_log=None)
+            await self._listen("metrics", runner, self.config.metrics_port, None, None)
+        if self.config.api_port:
+            runner = web.AppRunner(
+                self.api,
+                access_log=None,
+                keepalive_timeout=self.config.api_idle_timeout,
+                max_line_size=MAX_LINE_SIZE,
+                max_field_size=MAX_FIELD_SIZE,
+                max_headers=MAX_HEADERS,
+                lingering_time=LINGERING_TIME,
+            )
+            await self._listen("api", runner, self.config.api_port, tls, self.config.api_max_connections)
+
+    async def _listen(
+        self, name: str, runner: web.AppRunner, port: int, context: ssl.SSLContext | None, cap: int | None
+    ) -> None:
+        await runner.setup()
+        self._runners.append(runner)
+        assert runner.server is not None
+        factory: Callable[[], asyncio.BaseProtocol] = runner.server
+        if cap is not None:
+            metrics = self.api_metrics
+            capped = ConnectionCap(
+                runner.server,
+                cap,
+                on_refused=metrics.connections_refused.inc if metrics else (lambda: None),
+            )
+            if metrics is not None:
+                metrics.connections.set_function(capped.open_connections)
+            factory = capped
+        listener = await asyncio.get_running_loop().create_server(
+            factory, self.config.bind_address, port, ssl=context
+        )
+        self._listeners.append(listener)
+        scheme = "https" if context else "http"
+        logger.info("%s server listening on %s://%s:%d", name, scheme, self.config.bind_address, port)
 
     async def stop(self) -> None:
         """Close the listeners and finish requests in flight."""
+        while self._listeners:
+            self._listeners.pop().close()
         while self._runners:
             await self._runners.pop().cleanup()

@@ -12,6 +12,7 @@ logged as one line without any credential, and counted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -28,7 +29,7 @@ from incident_commander.api.history import History
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.api.principal import PRINCIPAL, AuthFailure, Principal
-from incident_commander.api.ratelimit import RateLimiter, retry_after_header
+from incident_commander.api.ratelimit import FailureGuard, RateLimiter, retry_after_header
 from incident_commander.api.routing import (
     HALT_STATUS,
     EffectiveRoutingView,
@@ -36,14 +37,28 @@ from incident_commander.api.routing import (
     RouteRequest,
     decide_route,
 )
-from incident_commander.api.tokens import TokenSettings, VerifiedTokens, issue_token, verify_token
+from incident_commander.api.tokens import (
+    SignatureCheckDeferred,
+    TokenSettings,
+    VerifiedTokens,
+    issue_token,
+    verify_token,
+)
 from incident_commander.clock import Clock, system_clock
 from incident_commander.credentials.api_keys import format_time
+from incident_commander.telemetry.sampled_log import SampledLog
 
 logger = logging.getLogger(__name__)
 
 REALM = 'realm="incident-commander"'
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32
+"""Nesting levels a body may have (ours have three); deeper is refused with 400."""
+MAX_JSON_DIGITS = 40
+"""Digits a JSON number may have; Python refuses to parse integers past 4,300 digits with an
+error that is not a JSON error, and nothing we accept needs more than 40."""
+SECURITY_LOG_LINES = 20
+"""Security-event log lines per reason per minute; the rest are counted and summarised."""
 
 
 class UsageRejected(Exception):
@@ -97,6 +112,12 @@ class ApiContext:
     verified_tokens: VerifiedTokens = field(default_factory=VerifiedTokens)
     cors_origins: frozenset[str] = frozenset()
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = 10.0
+    """Seconds the whole body may take to arrive (a slow client holds a connection and a buffer)."""
+    failures: FailureGuard = field(default_factory=FailureGuard)
+    security_log: SampledLog = field(
+        default_factory=lambda: SampledLog(logger, per_window=SECURITY_LOG_LINES, window=60.0)
+    )
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -140,23 +161,38 @@ def authenticate(
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     now = ctx.clock()
+    remote = request.remote or "-"
     result: Principal | AuthFailure
     if scheme.lower() == "apikey" and credential:
         result = ctx.keyring.verify_api_key(credential, now)
     elif scheme.lower() == "bearer" and credential and not api_key_only:
-        result = verify_token(
-            credential,
-            keyring=ctx.keyring,
-            settings_for=lambda p: _token_settings(ctx, p),
-            now=now,
-            cache=ctx.verified_tokens,
-        )
+        standing = ctx.failures.may_verify(remote, ctx.monotonic())
+        try:
+            result = verify_token(
+                credential,
+                keyring=ctx.keyring,
+                settings_for=lambda p: _token_settings(ctx, p),
+                now=now,
+                cache=ctx.verified_tokens,
+                may_check_signature=standing.allowed,
+            )
+        except SignatureCheckDeferred:
+            ctx.metrics.auth_deferred.inc()
+            _security_log(request, ctx, "authentication_deferred", "too_many_failures", None)
+            raise ApiError(
+                429,
+                "TooManyFailedAuthentications",
+                "too many failed authentications from this address; exchange an API key for a "
+                "token, or retry later",
+                headers={"Retry-After": retry_after_header(standing.retry_after)},
+            ) from None
     else:
         expected = "ApiKey" if api_key_only else "Bearer or ApiKey"
         result = AuthFailure(
             reason="malformed_header", detail=f"the Authorization header must use {expected}"
         )
     if isinstance(result, AuthFailure):
+        ctx.failures.failed(remote, ctx.monotonic())
         raise _unauthenticated(request, ctx, result, api_key_only)
     view = ctx.directory.policy(result.namespace, result.policy)
     if view is None:
@@ -178,7 +214,7 @@ def _unauthenticated(
     request: web.Request, ctx: ApiContext, failure: AuthFailure, api_key_only: bool
 ) -> ApiError:
     ctx.metrics.auth_failures.labels(reason=failure.reason).inc()
-    _security_log(request, "authentication_failed", failure.reason, None)
+    _security_log(request, ctx, "authentication_failed", failure.reason, None)
     error = None if failure.reason == "missing_credentials" else "invalid_token"
     return ApiError(
         401,
@@ -192,14 +228,18 @@ def _forbidden(
     request: web.Request, ctx: ApiContext, principal: Principal, reason: str, message: str
 ) -> ApiError:
     ctx.metrics.auth_failures.labels(reason=reason).inc()
-    _security_log(request, "forbidden", reason, principal)
+    _security_log(request, ctx, "forbidden", reason, principal)
     return ApiError(403, "Forbidden", message)
 
 
-def _security_log(request: web.Request, event: str, reason: str, principal: Principal | None) -> None:
-    """One line per security event: what, why, where from; never a key, token or header value."""
+def _security_log(
+    request: web.Request, ctx: ApiContext, event: str, reason: str, principal: Principal | None
+) -> None:
+    """One line per security event (what, why, where from; never a key, token or header value),
+    at most SECURITY_LOG_LINES per reason per minute: the metrics count every one."""
     who = f"{principal.namespace}/{principal.policy}/{principal.client}" if principal else "-"
-    logger.warning(
+    ctx.security_log.warning(
+        f"{event}:{reason}",
         "security_event=%s reason=%s method=%s route=%s remote=%s principal=%s",
         event,
         reason,
@@ -289,7 +329,10 @@ async def _answer(request: web.Request, handler: Handler, ctx: ApiContext) -> we
     try:
         return await handler(request)
     except ApiError as error:
-        return error_response(error.status, error.reason, error.message, error.headers)
+        response = error_response(error.status, error.reason, error.message, error.headers)
+        if error.status == 408:
+            response.force_close()  # the rest of a body that never came is not worth waiting for
+        return response
     except web.HTTPRequestEntityTooLarge:
         return error_response(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
     except web.HTTPMethodNotAllowed as exc:
@@ -316,14 +359,74 @@ async def read_json(request: web.Request, ctx: ApiContext) -> Any:
         raise ApiError(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
     if request.content_type != "application/json":
         raise ApiError(415, "UnsupportedMediaType", "the body must be application/json")
-    raw = await request.read()
+    try:
+        async with asyncio.timeout(ctx.body_timeout):
+            raw = await request.read()
+    except TimeoutError:
+        raise ApiError(
+            408, "RequestTimeout", f"the body did not arrive within {ctx.body_timeout:g}s"
+        ) from None
     if len(raw) > ctx.max_body_bytes:
         raise ApiError(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """JSON as the API accepts it, or ApiError 400: never a 500, whatever the bytes.
+
+    Refused: invalid JSON, NaN and Infinity, numbers of more than MAX_JSON_DIGITS digits, and
+    nesting deeper than MAX_JSON_DEPTH (the parser's recursion is caught too, for depths it cannot
+    even reach).
+    """
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
-        raise ApiError(400, "MalformedJson", f"the body is not valid JSON{where}") from None
+        data = json.loads(
+            raw, parse_int=_bounded_int, parse_float=_bounded_float, parse_constant=_no_constant
+        )
+    except RecursionError:
+        raise ApiError(400, "MalformedJson", f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(
+            400, "MalformedJson", f"the body is not valid JSON at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        message = str(exc) if isinstance(exc, _JsonRefused) else "the body is not valid JSON"
+        raise ApiError(400, "MalformedJson", message) from None
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise ApiError(400, "MalformedJson", f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    return data
+
+
+class _JsonRefused(ValueError):
+    """Valid JSON that the API refuses to take in (its message is the answer's)."""
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_DIGITS:
+        raise _JsonRefused(f"the body has a number of more than {MAX_JSON_DIGITS} digits")
+    return int(text)
+
+
+def _bounded_float(text: str) -> float:
+    if len(text) > MAX_JSON_DIGITS + 8:  # digits, a sign, a point and an exponent
+        raise _JsonRefused(f"the body has a number of more than {MAX_JSON_DIGITS} digits")
+    return float(text)
+
+
+def _no_constant(text: str) -> Any:
+    raise _JsonRefused(f"the body has {text}, which is not a JSON number")
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of parsed JSON, without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        if isinstance(value, dict):
+            stack.extend((item, level + 1) for item in value.values())
+        elif isinstance(value, list):
+            stack.extend((item, level + 1) for item in value)
+    return deepest
 
 
 def admit(
@@ -350,7 +453,7 @@ def admit(
     )
     if not verdict.allowed:
         ctx.metrics.rate_limited.labels(route=_route_label(request)).inc()
-        _security_log(request, "rate_limited", "token_bucket_empty", principal)
+        _security_log(request, ctx, "rate_limited", "token_bucket_empty", principal)
         raise ApiError(
             429,
             "TooManyRequests",
@@ -405,10 +508,10 @@ def build_api_app(ctx: ApiContext) -> web.Application:
         )
 
     async def jwks(request: web.Request) -> web.Response:
+        # The same answer for a policy that does not exist (an empty key set), so this public,
+        # unauthenticated route does not tell who has which IncidentPolicy.
         document = ctx.keyring.jwks((request.match_info["namespace"], request.match_info["policy"]))
-        if document is None:
-            raise ApiError(404, "NotFound", "no signing keys for this policy")
-        return web.json_response(document, headers={"Cache-Control": "public, max-age=60"})
+        return web.json_response(document or {"keys": []}, headers={"Cache-Control": "public, max-age=60"})
 
     async def route(request: web.Request) -> web.Response:
         effective: list[EffectiveRoutingView] = []

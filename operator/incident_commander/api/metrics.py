@@ -7,7 +7,7 @@ Never a key id, a client name, a token or an incident id.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "incident_commander_api"
 
@@ -43,5 +43,27 @@ class ApiMetrics:
             f"{PREFIX}_route_decisions_total",
             "Answers of /v1/route by outcome (routed, refused) and budget phase.",
             ["outcome", "budget_phase"],
+            registry=registry,
+        )
+        self.untrusted_secrets = Counter(
+            f"{PREFIX}_untrusted_secrets_total",
+            "Secrets with the operator's labels that the API does not trust, by reason (wrong name, "
+            "not controlled by the policy, bad integrity seal, unreadable, id clash).",
+            ["reason"],
+            registry=registry,
+        )
+        self.auth_deferred = Counter(
+            f"{PREFIX}_auth_deferred_total",
+            "Bearer tokens refused with 429 without a signature check: their address failed too often.",
+            registry=registry,
+        )
+        self.connections = Gauge(
+            f"{PREFIX}_open_connections",
+            "Open connections to the API port.",
+            registry=registry,
+        )
+        self.connections_refused = Counter(
+            f"{PREFIX}_connections_refused_total",
+            "Connections to the API port closed at once because --api-max-connections were open.",
             registry=registry,
         )

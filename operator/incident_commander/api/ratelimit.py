@@ -52,6 +52,12 @@ class TokenBucket:
             return Verdict(allowed=True, retry_after=0.0)
         return Verdict(allowed=False, retry_after=missing / self.limit.rate)
 
+    def peek(self, now: float) -> Verdict:
+        self._refill(now)
+        if self._tokens >= 1.0:
+            return Verdict(allowed=True, retry_after=0.0)
+        return Verdict(allowed=False, retry_after=(1.0 - self._tokens) / self.limit.rate)
+
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self._updated)
         self._tokens = min(float(self.limit.burst), self._tokens + elapsed * self.limit.rate)
@@ -81,7 +87,41 @@ class RateLimiter:
             self._buckets.move_to_end(client)
         return bucket.take(now, cost)
 
+    def peek(self, client: Hashable, limit: Limit, now: float) -> Verdict:
+        """Whether a request of cost 1 would be allowed now, without taking anything."""
+        bucket = self._buckets.get(client)
+        if bucket is None or bucket.limit != limit:
+            return Verdict(allowed=True, retry_after=0.0)
+        return bucket.peek(now)
+
 
 def retry_after_header(seconds: float) -> str:
     """``Retry-After`` takes whole seconds; round up so a client that obeys it succeeds."""
     return str(max(1, math.ceil(seconds)))
+
+
+FAILURE_LIMIT = Limit(per_minute=60, burst=20)
+"""Failed authentications tolerated per remote address before signature checks are deferred."""
+
+
+class FailureGuard:
+    """Failed authentications per remote address, so forged tokens cannot buy signature checks.
+
+    A signature check costs about a millisecond of the event loop that also runs the reconcilers;
+    an unauthenticated client could otherwise buy a thousand a second. Each failure takes a token
+    from the address's bucket (``FAILURE_LIMIT``: 20 at once, then one a second); while the bucket
+    is empty, Bearer tokens that are not already verified (the cache) get a 429 without a
+    signature check. API keys (a SHA-256, cheap) and cached tokens still work from that address,
+    so a client sharing an address with an attacker (a NAT, a proxy) can still get in.
+    """
+
+    def __init__(self, limit: Limit = FAILURE_LIMIT, *, max_addresses: int = 10_000) -> None:
+        self._limit = limit
+        self._limiter = RateLimiter(max_clients=max_addresses)
+
+    def failed(self, address: str, now: float) -> None:
+        self._limiter.take(address, self._limit, now)
+
+    def may_verify(self, address: str, now: float) -> Verdict:
+        """Allowed while the address still has failures to spend; else when it will again."""
+        return self._limiter.peek(address, self._limit, now)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from incident_commander.api.ratelimit import Limit, RateLimiter, TokenBucket, retry_after_header
+from incident_commander.api.ratelimit import FailureGuard, Limit, RateLimiter, TokenBucket, retry_after_header
 
 LIMIT = Limit(per_minute=60, burst=5)  # one token per second
 
@@ -65,3 +65,14 @@ def test_limiter_evicts_least_recently_used() -> None:
 )
 def test_retry_after_rounds_up(seconds: float, header: str) -> None:
     assert retry_after_header(seconds) == header
+
+
+def test_failures_per_address_defer_signature_checks_until_they_refill() -> None:
+    guard = FailureGuard(Limit(per_minute=60, burst=3))
+    assert guard.may_verify("10.0.0.1", 0.0).allowed
+    for _ in range(3):
+        guard.failed("10.0.0.1", 0.0)
+    verdict = guard.may_verify("10.0.0.1", 0.0)
+    assert not verdict.allowed and verdict.retry_after == pytest.approx(1.0)
+    assert guard.may_verify("10.0.0.2", 0.0).allowed  # another address is not affected
+    assert guard.may_verify("10.0.0.1", 1.0).allowed  # one failure's worth refilled

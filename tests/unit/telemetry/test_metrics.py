@@ -88,6 +88,7 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
     api.duration.labels(route="/v1/route").observe(0.01)
     api.auth_failures.labels(reason="unknown_api_key").inc()
     api.rate_limited.labels(route="/v1/route").inc()
+    api.untrusted_secrets.labels(reason="bad_seal").inc()
     api.route_decisions.labels(outcome="routed", budget_phase="Ok").inc()
     budgets.ce_requests.labels(operation="GetCostAndUsage").inc()
     budgets.usage_reports.labels(outcome="recorded").inc()
