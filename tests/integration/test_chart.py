@@ -211,6 +211,14 @@ NAMESPACED_RULES = [
 ]
 
 
+STATE_RULES = sorted(
+    [
+        ("", "secrets", ("get",), ("incident-commander-integrity",)),
+        ("", "secrets", ("create",), ()),
+    ]
+)
+
+
 def test_rbac_is_least_privilege(tools: Kube) -> None:
     cluster_wide = render(tools)
     [role] = find(cluster_wide, "ClusterRole")
@@ -219,7 +227,10 @@ def test_rbac_is_least_privilege(tools: Kube) -> None:
     )
     [binding] = find(cluster_wide, "ClusterRoleBinding")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": "ic-system"}]
-    assert not find(cluster_wide, "Role")
+    # The only Role: reading (one named Secret) and creating the integrity key in the release namespace.
+    [state] = find(cluster_wide, "Role")
+    assert state["metadata"]["namespace"] == "ic-system"
+    assert rules(state) == STATE_RULES
 
     peered = find(render(tools, {"replicaCount": 3}), "ClusterRole")[0]
     assert set(rules(peered)) - set(rules(role)) == {
@@ -239,11 +250,14 @@ def test_rbac_is_least_privilege(tools: Kube) -> None:
     assert discovery_binding["roleRef"]["name"] == discovery["metadata"]["name"]
     roles_only = render(tools, {"watchNamespaces": ["team-a"], "rbac.clusterDiscovery": False})
     assert not find(roles_only, "ClusterRole") and not find(roles_only, "ClusterRoleBinding")
-    roles = find(namespaced, "Role")
+    roles = [r for r in find(namespaced, "Role") if r["metadata"]["namespace"] != "ic-system"]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert all(rules(r) == sorted(NAMESPACED_RULES) for r in roles)
+    assert [rules(r) for r in find(namespaced, "Role") if r["metadata"]["namespace"] == "ic-system"] == [
+        STATE_RULES
+    ]
     bindings = find(namespaced, "RoleBinding")
-    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ic-system", "team-a", "team-b"]
     for obj in cluster_wide + namespaced:
         for rule in obj.get("rules", []):
             assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
@@ -377,7 +391,11 @@ def test_operator_under_the_cluster_wide_service_account(
         sa = token_kubeconfig(cluster, SYSTEM, FULLNAME, tmp_path / "sa.kubeconfig")
         assert sa.kubectl("auth", "whoami", "-o", "jsonpath={.status.userInfo.username}").stdout == SA
         namespace = new_namespace(cluster, "wide")
-        handle = OperatorProcess.start(sa, tmp_path, extra_args=("--all-namespaces", f"--peering={FULLNAME}"))
+        handle = OperatorProcess.start(
+            sa,
+            tmp_path,
+            extra_args=("--all-namespaces", f"--peering={FULLNAME}", f"--state-namespace={SYSTEM}"),
+        )
         try:
             run_scenario(sa, cluster, namespace, moto, handle)
             wait_for(
@@ -417,6 +435,8 @@ def test_namespaced_install_grants_nothing_outside_the_watched_namespaces(
         assert can_i("patch", "awsconnections.incidentcommander.io", "-n", other) == "no"
         assert can_i("get", f"namespaces/{other}") == "no"
         assert can_i("get", "secrets", "-n", SYSTEM) == "no"
+        assert can_i("get", "secrets/incident-commander-integrity", "-n", SYSTEM) == "yes"
+        assert can_i("update", "secrets/incident-commander-integrity", "-n", SYSTEM) == "no"
         assert can_i("delete", "awsconnections.incidentcommander.io", "-n", watched) == "no"
         assert can_i("get", f"customresourcedefinitions.apiextensions.k8s.io/{OUR_CRDS[0]}") == "no"
         assert can_i("list", "awsconnections.incidentcommander.io", "--all-namespaces") == "no"
@@ -426,7 +446,9 @@ def test_namespaced_install_grants_nothing_outside_the_watched_namespaces(
         assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
         assert "k=v" not in denied.stdout and "dj0=" not in denied.stdout
 
-        handle = OperatorProcess.start(sa, tmp_path, extra_args=(f"--namespace={watched}",))
+        handle = OperatorProcess.start(
+            sa, tmp_path, extra_args=(f"--namespace={watched}", f"--state-namespace={SYSTEM}")
+        )
         try:
             run_scenario(sa, cluster, watched, moto, handle)
         finally:
