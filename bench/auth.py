@@ -40,15 +40,17 @@ import jwt
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from incident_commander.api.app import ApiContext, build_api_app
-from incident_commander.api.directory import Directory
+from incident_commander.api.app import build_api_app
+from incident_commander.api.context import ApiContext, UsageRejected
+from incident_commander.api.directory import Directory, PolicyView
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.api.principal import Principal
-from incident_commander.api.tokens import TokenSettings, VerifiedTokens, issue_token, verify_token
-from incident_commander.budget.enforcement import effective_routing
+from incident_commander.api.tokens import VerifiedTokens, issue_token, verify_token
+from incident_commander.budget.enforcement import EffectiveRouting
 from incident_commander.credentials import api_keys, signing
 from incident_commander.credentials.api_keys import KeyEntry, KeyIndex
+from incident_commander.kinds.incidentpolicy.spec import TokenSettings, effective_routing_for
 
 NAMESPACE, POLICY = "bench", "policy"
 SETTINGS = TokenSettings(
@@ -179,6 +181,7 @@ def api_app_for_bench() -> tuple[web.Application, str]:
     keyring, plaintexts, _ = build_keyring(1000, now)
     directory = Directory()
     spec = {
+        "connectionRef": {"name": "conn"},
         "modelRouting": {"simpleModel": "small", "complexModel": "large"},
         # Far above any load here: the bucket is charged on every request but never refuses.
         "auth": {"rateLimit": {"requestsPerMinute": 10**9, "burst": 10**6}},
@@ -188,25 +191,30 @@ def api_app_for_bench() -> tuple[web.Application, str]:
     )
     view = directory.policy(NAMESPACE, POLICY)
     assert view is not None
-    routing = effective_routing(
-        simple_model="small",
-        complex_model="large",
-        complexity_threshold=0.7,
-        detection_rate=1.0,
-        min_detection_rate=0.1,
-        state=None,
-    )
     principal = keyring.verify_api_key(plaintexts[0], now)
     assert isinstance(principal, Principal)
-    issued = issue_token(principal, keyring=keyring, settings=view.token, now=now)
+    issued = issue_token(principal, keyring=keyring, settings=view.spec.token, now=now)
     assert issued is not None
     ctx = ApiContext(
         keyring=keyring,
         directory=directory,
         metrics=ApiMetrics(CollectorRegistry()),
-        effective_for=lambda _: routing,
+        budgets=_NoBudget(),
     )
     return build_api_app(ctx), issued.token
+
+
+class _NoBudget:
+    """The policy has no budget: routing as its spec says, nowhere to record usage."""
+
+    def effective_for(self, view: PolicyView) -> EffectiveRouting:
+        return effective_routing_for(view.spec, None)
+
+    async def record(self, namespace: str, budget: str, **_: Any) -> dict[str, Any]:
+        raise UsageRejected(503, "LedgerUnavailable", "no budget in this benchmark")
+
+    def budget_status(self, namespace: str, name: str) -> None:
+        return None
 
 
 def bare_app() -> web.Application:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
+
+from incident_commander.timestamps import kubernetes_time
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 
@@ -23,11 +25,6 @@ class Condition:
     status: ConditionStatus
     reason: str
     message: str
-
-
-def utc_timestamp(moment: datetime) -> str:
-    """RFC 3339 with second precision, the format Kubernetes uses for metav1.Time."""
-    return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_conditions(
@@ -54,7 +51,7 @@ def merge_conditions(
         ):
             transition = str(previous["lastTransitionTime"])
         else:
-            transition = utc_timestamp(now)
+            transition = kubernetes_time(now)
         merged.append(
             {
                 "type": cond.type,

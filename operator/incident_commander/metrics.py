@@ -23,11 +23,13 @@ from incident_commander import __version__
 
 PREFIX = "incident_commander"
 BUDGET_PHASES = ("Ok", "Warning", "Critical", "Exceeded")
+BUDGET_ACTIONS = ("Notify", "Downgrade", "Throttle", "Halt")
+SPEND_SOURCES = ("cost_explorer", "ledger")
 
 
 @dataclass(kw_only=True)
 class OperatorMetrics:
-    """The operator's metric families (the budget engine and the API add theirs to ``registry``)."""
+    """The operator's metric families (the API adds its own, api/metrics.py, to ``registry``)."""
 
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     _api_clients: dict[tuple[str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
@@ -89,6 +91,36 @@ class OperatorMetrics:
             ["namespace", "budget", "phase"],
             registry=self.registry,
         )
+        self.budget_utilization = Gauge(
+            f"{PREFIX}_budget_utilization_percent",
+            "Total spend of the current period in percent of the limit.",
+            ["namespace", "budget"],
+            registry=self.registry,
+        )
+        self.budget_spend = Gauge(
+            f"{PREFIX}_budget_spend",
+            "Spend of the current period by source (cost_explorer, ledger) in the limit's currency.",
+            ["namespace", "budget", "source"],
+            registry=self.registry,
+        )
+        self.budget_action = Gauge(
+            f"{PREFIX}_budget_action_active",
+            "1 for the budget's active action (highest crossed threshold), else 0.",
+            ["namespace", "budget", "action"],
+            registry=self.registry,
+        )
+        self.cost_explorer_requests = Counter(
+            f"{PREFIX}_budget_cost_explorer_requests_total",
+            "Cost Explorer requests made for budgets (each one is billed).",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.usage_reports = Counter(
+            f"{PREFIX}_budget_usage_reports_total",
+            "Usage reports by outcome (recorded, duplicate, rejected).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.api_key_expiry = Gauge(
             f"{PREFIX}_api_key_expiry_timestamp_seconds",
             "Unix time at which the current API key of an IncidentPolicy's client expires.",
@@ -96,21 +128,42 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
-    def set_budget(self, namespace: str, budget: str, *, limit: float, forecast: float, phase: str) -> None:
-        """The budget figures the engine does not export itself, set where it writes status."""
+    def set_budget(
+        self,
+        namespace: str,
+        budget: str,
+        *,
+        limit: float,
+        forecast: float,
+        phase: str,
+        utilization: float,
+        spend: Mapping[str, float],
+        active_action: str | None,
+    ) -> None:
+        """A budget's figures, set where its status is written."""
         self.budget_limit.labels(namespace, budget).set(limit)
         self.budget_forecast.labels(namespace, budget).set(forecast)
+        self.budget_utilization.labels(namespace, budget).set(utilization)
+        for source in SPEND_SOURCES:
+            self.budget_spend.labels(namespace, budget, source).set(spend.get(source, 0.0))
         for known in BUDGET_PHASES:
             self.budget_phase.labels(namespace, budget, known).set(1 if known == phase else 0)
+        for action in BUDGET_ACTIONS:
+            self.budget_action.labels(namespace, budget, action).set(1 if action == active_action else 0)
 
     def forget_budget(self, namespace: str, budget: str) -> None:
         """Drop a deleted budget's series."""
-        for family in (self.budget_limit, self.budget_forecast):
-            with contextlib.suppress(KeyError):
-                family.remove(namespace, budget)
-        for phase in BUDGET_PHASES:
-            with contextlib.suppress(KeyError):
-                self.budget_phase.remove(namespace, budget, phase)
+        for family, extras in (
+            (self.budget_limit, [()]),
+            (self.budget_forecast, [()]),
+            (self.budget_utilization, [()]),
+            (self.budget_spend, [(s,) for s in SPEND_SOURCES]),
+            (self.budget_phase, [(p,) for p in BUDGET_PHASES]),
+            (self.budget_action, [(a,) for a in BUDGET_ACTIONS]),
+        ):
+            for extra in extras:
+                with contextlib.suppress(KeyError):
+                    family.remove(namespace, budget, *extra)
 
     def set_api_keys(self, namespace: str, policy: str, expiries: Mapping[str, float]) -> None:
         """The policy's clients and their current keys' expiry; clients not listed any more are dropped."""

@@ -14,24 +14,29 @@ from typing import Any
 import kopf
 
 from incident_commander import API_GROUP
-from incident_commander.api import watches as api_watches
-from incident_commander.api.app import ApiContext, build_api_app
+from incident_commander.api import tracing as traced_http
+from incident_commander.api import watching as api_watching
+from incident_commander.api.app import build_api_app
 from incident_commander.api.budget_bridge import BudgetBridge
+from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
 from incident_commander.api.history import History
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
-from incident_commander.budget.registry import BudgetRegistry
 from incident_commander.config import OperatorConfig
-from incident_commander.connections import ConnectionRegistry
 from incident_commander.credentials.integrity import KEY_SECRET_NAME, IntegrityKeyHolder
-from incident_commander.kinds import awsconnection, budgetpolicy, incidentpolicy
+from incident_commander.credentials.issuer import LABEL_MANAGED_BY, MANAGED_BY
+from incident_commander.kinds.awsconnection import handlers as awsconnection_handlers
+from incident_commander.kinds.awsconnection.controller import ConnectionController
+from incident_commander.kinds.budgetpolicy import handlers as budgetpolicy_handlers
+from incident_commander.kinds.budgetpolicy.controller import BudgetController
+from incident_commander.kinds.incidentpolicy import handlers as incidentpolicy_handlers
+from incident_commander.kinds.incidentpolicy.controller import PolicyController
 from incident_commander.kube_api import KubeApi, load_api_client
 from incident_commander.metrics import OperatorMetrics
-from incident_commander.policies import PolicyRegistry
 from incident_commander.servers import HttpServers
-from incident_commander.telemetry import aiohttp as traced_http
 from incident_commander.telemetry.tracing import Tracing, disabled
+from incident_commander.watches import Watches
 
 logger = logging.getLogger(__name__)
 
@@ -92,23 +97,27 @@ async def load_integrity_key(holder: IntegrityKeyHolder, kube: KubeApi, namespac
 def build_registry(
     config: OperatorConfig, metrics: OperatorMetrics, tracing: Tracing | None = None
 ) -> kopf.OperatorRegistry:
-    """A registry with every handler of this operator; ``tracing`` is shut down (flushed) at cleanup."""
+    """A registry with every handler of this operator; ``tracing`` is shut down (flushed) at cleanup.
+
+    The composition root: the three kinds' controllers and how they wake each other, the API and
+    its view of the cluster, the watches that feed them all, and the servers."""
     registry = kopf.OperatorRegistry()
     tracing = tracing or disabled()
     tracer = tracing.tracer
     kube = KubeApi(load_api_client())
-    connections = ConnectionRegistry(
+    integrity_key = IntegrityKeyHolder()
+
+    connections = ConnectionController(
         kube=kube, metrics=metrics, client_cache=config.aws_client_cache, tracer=tracer
     )
-    budgets = BudgetRegistry(
+    budgets = BudgetController(
         kube=kube,
         connections=connections,
         metrics=metrics,
         tracer=tracer,
         ledger_refresh=config.ledger_refresh.total_seconds(),
     )
-    integrity_key = IntegrityKeyHolder()
-    policies = PolicyRegistry(
+    policies = PolicyController(
         kube=kube,
         connections=connections,
         metrics=metrics,
@@ -120,6 +129,8 @@ def build_registry(
     budgets.subscribe(policies.budget_changed)
     connections.subscribe(policies.connection_changed)
     connections.subscribe(budgets.connection_changed)
+    controllers = (connections, budgets, policies)
+
     history = History()
     api_metrics = ApiMetrics(metrics.registry)
     directory = Directory(
@@ -131,17 +142,14 @@ def build_registry(
         policy_uid=directory.policy_uid,
         on_untrusted=lambda reason: api_metrics.untrusted_secrets.labels(reason=reason).inc(),
     )
-    bridge = BudgetBridge(budgets)
     api = build_api_app(
         ApiContext(
             keyring=keyring,
             directory=directory,
             history=history,
             metrics=api_metrics,
+            budgets=BudgetBridge(budgets),
             body_timeout=config.api_idle_timeout,
-            effective_for=bridge.effective_for,
-            usage=bridge,
-            budgets=bridge,
             cors_origins=frozenset(config.cors_origins),
         )
     )
@@ -149,16 +157,21 @@ def build_registry(
         traced_http.instrument(api, tracer)
     servers = HttpServers(config=config, metrics=metrics, api=api, api_metrics=api_metrics)
 
+    watches = Watches()
+    awsconnection_handlers.subscribe(watches, connections)
+    budgetpolicy_handlers.subscribe(watches, budgets)
+    incidentpolicy_handlers.subscribe(watches, policies)
+    api_watching.subscribe(watches, directory=directory, keyring=keyring)
+    watches.register(registry)
+
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         apply_settings(settings, namespaced=not config.all_namespaces)
         await load_integrity_key(integrity_key, kube, config.state_namespace)
-        await asyncio.to_thread(
-            api_watches.initial_sync,
+        await watches.initial_sync(
             kube,
-            keyring=keyring,
-            directory=directory,
             namespaces=None if config.all_namespaces else config.namespaces,
+            secret_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
         )
         await servers.start()
 
@@ -171,14 +184,9 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
-        await policies.close()
-        await budgets.close()
-        await connections.close()
+        for controller in reversed(controllers):
+            await controller.close()
         await servers.stop()
         await asyncio.to_thread(tracing.shutdown)
 
-    awsconnection.register(registry, connections)
-    incidentpolicy.register(registry, policies)
-    budgetpolicy.register(registry, budgets)
-    api_watches.register(registry, keyring=keyring, directory=directory)
     return registry

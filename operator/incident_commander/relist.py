@@ -6,19 +6,18 @@ type ``None``. An object deleted in between is simply absent from that list: no 
 its deletion, so in-memory state (the API's keys and policies, the registries' workers and
 connections) would keep it forever. A deleted IncidentPolicy's API keys would keep verifying.
 
-``forget_vanished`` wraps a kopf event handler: it remembers the objects the handler has seen; a
+``VanishedObjects`` (one per watched resource, see watches.py) remembers the objects seen; a
 listing event for an object it already knew means a new listing is under way; once listing events
 have stopped for ``SETTLE`` seconds, every object known before the listing and not listed again is
-read back (one GET each); if it is gone (404, or a new object under the same name) the handler is
-called with ``type="DELETED"`` and the identity of the last body it saw (kind, Secret type,
-namespace, name, uid, labels: what the handlers need of a deleted object, never a Secret's data),
-as if the watch had delivered it.
+read back (one GET each); if it is gone (404, or a new object under the same name) the resource's
+subscribers get ``type="DELETED"`` with the identity of the last body seen (kind, Secret type,
+namespace, name, uid, labels: what they need of a deleted object, never a Secret's data), as if
+the watch had delivered it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -35,7 +34,6 @@ logger = logging.getLogger(__name__)
 SETTLE = 5.0
 """Seconds without listing events after which a listing is taken as complete."""
 
-Handler = Callable[..., Awaitable[None]]
 Key = tuple[str, str]
 
 
@@ -122,34 +120,3 @@ class VanishedObjects:
                 await self._on_deleted(body)
             except Exception:
                 logger.exception("handling the deletion of %s %s/%s failed", self._plural, *key)
-
-
-def forget_vanished(plural: str) -> Callable[[Handler], Handler]:
-    """Decorate a kopf event handler (below ``@kopf.on.event``) so that it also hears of deletions
-    that happened while its watch was broken, as ``type="DELETED"`` with the identity of the last
-    body it saw."""
-
-    def decorate(handler: Handler) -> Handler:
-        async def deleted(body: Mapping[str, Any]) -> None:
-            meta = body.get("metadata") or {}
-            await handler(
-                type="DELETED",
-                body=body,
-                name=meta.get("name"),
-                namespace=meta.get("namespace"),
-                labels=meta.get("labels") or {},
-            )
-
-        tracker: VanishedObjects | None = None
-
-        @functools.wraps(handler)
-        async def wrapper(**kwargs: Any) -> None:
-            nonlocal tracker
-            if tracker is None:  # created on the event loop, on first use
-                tracker = VanishedObjects(plural=plural, on_deleted=deleted)
-            tracker.event(kwargs.get("type"), kwargs["body"])
-            await handler(**kwargs)
-
-        return wrapper
-
-    return decorate

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from opentelemetry.trace import Tracer
@@ -109,10 +109,6 @@ class ObjectWorker:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
 
 
-class _Watched(Protocol):
-    worker: ObjectWorker | None
-
-
 ObjectKey = tuple[str, str]
 
 
@@ -148,13 +144,3 @@ class Dependents:
 
     def of(self, namespace: str, ref: str, name: str) -> list[ObjectKey]:
         return sorted(self._by_dependency.get((namespace, ref, name), ()))
-
-
-def wake_referencing(
-    objects: Mapping[ObjectKey, _Watched], dependents: Dependents, namespace: str, ref: str, name: str
-) -> None:
-    """Wake every object of ``namespace`` whose ``spec.<ref>.name`` is ``name`` (a dependency changed)."""
-    for key in dependents.of(namespace, ref, name):
-        obj = objects.get(key)
-        if obj is not None and obj.worker is not None:
-            obj.worker.wake()

@@ -2,7 +2,7 @@
 
 Cost Explorer results are injected through moto's own API
 (``/moto-api/static/ce/cost-and-usage-results``); Cost Explorer requests are counted at the
-endpoint by the fault proxy. Usage is recorded through ``BudgetRegistry.record_usage`` in this
+endpoint by the fault proxy. Usage is recorded through ``BudgetController.record_usage`` in this
 process (the code the HTTP API calls) or through ``ledger.record`` (as another replica would):
 both write to moto's DynamoDB, and the operator subprocess reads the ledger from there.
 
@@ -28,12 +28,12 @@ import kubernetes
 import pytest
 
 from incident_commander.aws.clients import ClientCache, ConnectionClients
+from incident_commander.aws.connection import ReadyConnection
 from incident_commander.aws.credentials import StaticKeys
 from incident_commander.aws.spec import parse_connection_spec
 from incident_commander.budget import calc, ledger
 from incident_commander.budget.model import BudgetNotReady, UnknownModel, UsageReport
-from incident_commander.budget.registry import BudgetRegistry
-from incident_commander.connections import ReadyConnection
+from incident_commander.kinds.budgetpolicy.controller import BudgetController
 from incident_commander.kube_api import KubeApi
 from incident_commander.metrics import OperatorMetrics
 from tests.controlplane.localcluster import free_port
@@ -251,7 +251,7 @@ def test_one_cost_explorer_request_per_interval_and_forecast_fallback(
 
 @dataclass
 class StaticConnections:
-    """The connection source an in-process BudgetRegistry uses: real boto3 clients to moto."""
+    """The connection source an in-process BudgetController uses: real boto3 clients to moto."""
 
     ready: ReadyConnection
 
@@ -265,13 +265,13 @@ class StaticConnections:
         return False
 
 
-def local_registry(kube: Kube, url: str, *, clock: Any = None) -> BudgetRegistry:
+def local_registry(kube: Kube, url: str, *, clock: Any = None) -> BudgetController:
     spec = parse_connection_spec({"region": "us-east-1", "endpointUrl": url})
     clients = ConnectionClients.build(spec, StaticKeys("testing", "testing"), ClientCache())
     ready = ReadyConnection(namespace="-", name="conn", account_id="123456789012", clients=clients)
     kwargs: dict[str, Any] = {"clock": clock} if clock else {}
     api_client = kubernetes.config.new_client_from_config(config_file=str(kube.kubeconfig))
-    return BudgetRegistry(
+    return BudgetController(
         kube=KubeApi(api_client), connections=StaticConnections(ready), metrics=OperatorMetrics(), **kwargs
     )
 

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
-from incident_commander.api.app import UsageRejected
+from incident_commander.api.context import UsageRejected
 from incident_commander.api.directory import PolicyView
-from incident_commander.budget.enforcement import EffectiveRouting, effective_routing
+from incident_commander.budget.enforcement import EffectiveRouting
 from incident_commander.budget.model import (
     BudgetNotReady,
     BudgetState,
@@ -21,11 +21,12 @@ from incident_commander.budget.model import (
     UsageRecorded,
     UsageReport,
 )
-from incident_commander.credentials.api_keys import format_time
+from incident_commander.kinds.incidentpolicy.spec import effective_routing_for
+from incident_commander.timestamps import precise_time
 
 
 class BudgetSource(Protocol):
-    """What the API needs of budget.registry.BudgetRegistry."""
+    """What the API needs of the BudgetPolicy controller (kinds/budgetpolicy)."""
 
     def state(self, namespace: str, name: str) -> BudgetState | None: ...
 
@@ -38,16 +39,9 @@ class BudgetBridge:
 
     def effective_for(self, view: PolicyView) -> EffectiveRouting:
         state = None
-        if view.budget is not None and self._budgets is not None:
-            state = self._budgets.state(view.namespace, view.budget)
-        return effective_routing(
-            simple_model=view.simple_model,
-            complex_model=view.complex_model,
-            complexity_threshold=view.complexity_threshold,
-            detection_rate=view.detection_rate,
-            min_detection_rate=view.min_detection_rate,
-            state=state,
-        )
+        if view.spec.budget is not None and self._budgets is not None:
+            state = self._budgets.state(view.namespace, view.spec.budget)
+        return effective_routing_for(view.spec, state)
 
     async def record(
         self,
@@ -80,7 +74,7 @@ class BudgetBridge:
         return {
             "cost": str(recorded.cost),
             "currency": recorded.currency,
-            "periodStart": format_time(recorded.period_start),
+            "periodStart": precise_time(recorded.period_start),
             "duplicate": recorded.duplicate,
         }
 
@@ -97,6 +91,6 @@ class BudgetBridge:
             "total": str(state.total),
             "limit": str(state.limit),
             "currency": state.currency,
-            "periodStart": format_time(state.period_start),
-            "periodEnd": format_time(state.period_end),
+            "periodStart": precise_time(state.period_start),
+            "periodEnd": precise_time(state.period_end),
         }

@@ -13,9 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from incident_commander.api.ratelimit import Limit
-from incident_commander.api.tokens import TokenSettings
-from incident_commander.durations import parse_duration
+from incident_commander.kinds.incidentpolicy.spec import InvalidPolicySpec, PolicySpec, parse_policy_spec
 
 logger = logging.getLogger(__name__)
 
@@ -24,51 +22,11 @@ KINDS = ("AwsConnection", "BudgetPolicy", "IncidentPolicy")
 
 @dataclass(frozen=True, kw_only=True)
 class PolicyView:
-    """The parts of an IncidentPolicy's spec the API acts on, with the CRD's defaults."""
+    """An IncidentPolicy as the API knows it: its identity and its typed spec."""
 
     namespace: str
     name: str
-    token: TokenSettings
-    rate_limit: Limit
-    critical_severity: str | None
-    simple_model: str
-    complex_model: str
-    complexity_threshold: float
-    detection_rate: float
-    min_detection_rate: float
-    budget: str | None
-
-
-def parse_policy_view(namespace: str, name: str, spec: Mapping[str, Any]) -> PolicyView:
-    auth = spec.get("auth") or {}
-    jwt = auth.get("jwt") or {}
-    rate = auth.get("rateLimit") or {}
-    routing = spec.get("modelRouting") or {}
-    sampling = spec.get("sampling") or {}
-    severities = spec.get("severities")
-    if severities is None:
-        critical: str | None = "critical"
-    else:
-        critical = str(severities[0]["name"]) if severities else None
-    return PolicyView(
-        namespace=namespace,
-        name=name,
-        token=TokenSettings(
-            issuer=str(jwt.get("issuer", "incident-commander")),
-            audience=str(jwt.get("audience", "incident-commander-api")),
-            ttl=parse_duration(str(jwt.get("ttl", "15m"))),
-        ),
-        rate_limit=Limit(
-            per_minute=int(rate.get("requestsPerMinute", 600)), burst=int(rate.get("burst", 60))
-        ),
-        critical_severity=critical,
-        simple_model=str(routing.get("simpleModel", "")),
-        complex_model=str(routing.get("complexModel", "")),
-        complexity_threshold=float(routing.get("complexityThreshold", 0.7)),
-        detection_rate=float(sampling.get("detectionRate", 1.0)),
-        min_detection_rate=float(sampling.get("minDetectionRate", 0.1)),
-        budget=(spec.get("budgetRef") or {}).get("name"),
-    )
+    spec: PolicySpec
 
 
 def ready_state(body: Mapping[str, Any]) -> str:
@@ -116,8 +74,9 @@ class Directory:
                 self._uids[key] = uid
                 self._on_policy_changed(*key)
             try:
-                self._policies[key] = parse_policy_view(key[0], key[1], body.get("spec") or {})
-            except (KeyError, TypeError, ValueError) as exc:
+                spec = parse_policy_spec(body.get("spec") or {})
+                self._policies[key] = PolicyView(namespace=key[0], name=key[1], spec=spec)
+            except InvalidPolicySpec as exc:
                 # Admission normally prevents this; an unreadable policy authenticates nobody.
                 logger.warning("IncidentPolicy %s/%s: spec unreadable for the API (%s)", *key, exc)
                 self._policies.pop(key, None)

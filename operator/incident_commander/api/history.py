@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from incident_commander.credentials.api_keys import format_time
+from incident_commander.timestamps import precise_time
 
 PolicyKey = tuple[str, str]
 DEFAULT_DEPTH = 100
@@ -39,7 +39,7 @@ class History:
         """Newest first; times (stored as datetimes, cheap to record) are formatted here."""
         entries = list(self._entries.get(policy, ()))[-limit:]
         return [
-            {k: format_time(v) if isinstance(v, datetime) else v for k, v in entry.items()}
+            {k: precise_time(v) if isinstance(v, datetime) else v for k, v in entry.items()}
             for entry in reversed(entries)
         ]
 

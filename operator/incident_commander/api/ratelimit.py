@@ -13,12 +13,25 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class LimitLike(Protocol):
+    """A bucket's size and refill: a policy's ``auth.rateLimit`` (kinds/incidentpolicy/spec.RateLimit)
+    or the API's own ``Limit``. Compared by value: a changed limit rebuilds the client's bucket."""
+
+    @property
+    def per_minute(self) -> int: ...
+
+    @property
+    def burst(self) -> int: ...
+
+    @property
+    def rate(self) -> float: ...
 
 
 @dataclass(frozen=True, kw_only=True)
 class Limit:
-    """``requestsPerMinute`` and ``burst`` of a policy's ``auth.rateLimit``."""
-
     per_minute: int
     burst: int
 
@@ -35,7 +48,7 @@ class Verdict:
 
 
 class TokenBucket:
-    def __init__(self, limit: Limit, now: float) -> None:
+    def __init__(self, limit: LimitLike, now: float) -> None:
         self.limit = limit
         self._tokens = float(limit.burst)
         self._updated = now
@@ -76,7 +89,7 @@ class RateLimiter:
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
         self._max = max_clients
 
-    def take(self, client: Hashable, limit: Limit, now: float, cost: float = 1.0) -> Verdict:
+    def take(self, client: Hashable, limit: LimitLike, now: float, cost: float = 1.0) -> Verdict:
         bucket = self._buckets.get(client)
         if bucket is None or bucket.limit != limit:
             bucket = TokenBucket(limit, now)
@@ -87,7 +100,7 @@ class RateLimiter:
             self._buckets.move_to_end(client)
         return bucket.take(now, cost)
 
-    def peek(self, client: Hashable, limit: Limit, now: float) -> Verdict:
+    def peek(self, client: Hashable, limit: LimitLike, now: float) -> Verdict:
         """Whether a request of cost 1 would be allowed now, without taking anything."""
         bucket = self._buckets.get(client)
         if bucket is None or bucket.limit != limit:

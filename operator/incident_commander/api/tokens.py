@@ -20,13 +20,14 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import jwt
 
 from incident_commander.api.keyring import Keyring, LoadedSigningKey, PolicyKey
 from incident_commander.api.principal import AuthFailure, Principal
+from incident_commander.kinds.incidentpolicy.spec import TokenSettings
 
 MAX_TOKEN_BYTES = 2048
 """Our tokens are about 500 bytes (EdDSA) to 800 bytes (RS256); anything longer is refused unread."""
@@ -34,15 +35,6 @@ MAX_TOKEN_BYTES = 2048
 
 class SignatureCheckDeferred(Exception):
     """The token would need a signature check that the caller does not allow now (too many failures)."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class TokenSettings:
-    """A policy's ``auth.jwt``."""
-
-    issuer: str
-    audience: str
-    ttl: timedelta
 
 
 @dataclass(frozen=True, kw_only=True)

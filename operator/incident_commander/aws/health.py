@@ -27,8 +27,9 @@ from typing import Any
 from incident_commander.aws.credentials import CredentialsError
 from incident_commander.aws.probes import ServiceProbe
 from incident_commander.aws.spec import ConnectionSpec
-from incident_commander.conditions import Condition, utc_timestamp
-from incident_commander.kinds.reconciliation import Assessment
+from incident_commander.conditions import Condition
+from incident_commander.status import Assessment
+from incident_commander.timestamps import kubernetes_time, parse_time
 
 DEFAULT_HEARTBEAT = timedelta(minutes=5)
 
@@ -187,7 +188,7 @@ def _service_entry(
         entry["lastProbeTime"] = previous["lastProbeTime"]
     else:
         entry["latencyMs"] = probe.latency_ms
-        entry["lastProbeTime"] = utc_timestamp(now)
+        entry["lastProbeTime"] = kubernetes_time(now)
     return entry
 
 
@@ -195,5 +196,5 @@ def _fresh(previous: Mapping[str, Any], now: datetime, heartbeat: timedelta) -> 
     stamp = previous.get("lastProbeTime")
     if not stamp:
         return False
-    written = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    written = parse_time(str(stamp))
     return now - written < heartbeat

@@ -30,6 +30,7 @@ from incident_commander.budget.model import (
     Price,
     Threshold,
 )
+from incident_commander.timestamps import parse_time
 
 BEDROCK = "Amazon Bedrock"
 """The Cost Explorer SERVICE of the platform's LLM calls. They are counted by the ledger only."""
@@ -153,11 +154,9 @@ def parse_break_glass(value: str | None, now: datetime) -> tuple[datetime | None
     if not value:
         return None, None
     try:
-        until = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        until = parse_time(value.strip())
     except ValueError:
-        return None, f"break-glass annotation {value[:64]!r} is not an RFC 3339 time; ignored"
-    if until.tzinfo is None:
-        return None, f"break-glass annotation {value[:64]!r} has no time zone; ignored"
+        return None, f"break-glass annotation {value[:64]!r} is not an RFC 3339 time with a zone; ignored"
     if until <= now:
         return None, None
     return min(until, now + timedelta(hours=24)), None

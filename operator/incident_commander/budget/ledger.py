@@ -25,7 +25,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from incident_commander.aws.errors import classify
-from incident_commander.conditions import utc_timestamp
+from incident_commander.timestamps import kubernetes_time, parse_time
 
 TABLE = "incident-commander-usage-ledger"
 IDEMPOTENCY_TTL_SECONDS = 62 * 24 * 3600
@@ -46,7 +46,7 @@ class Recorded:
 
 
 def counter_key(namespace: str, budget: str, period_start: datetime) -> str:
-    return f"ledger#{namespace}/{budget}#{utc_timestamp(period_start)}"
+    return f"ledger#{namespace}/{budget}#{kubernetes_time(period_start)}"
 
 
 def idempotency_key(namespace: str, budget: str, key: str) -> str:
@@ -126,7 +126,7 @@ def record(
                         "Item": {
                             "pk": {"S": idem_pk},
                             "cost": {"N": str(cost)},
-                            "periodStart": {"S": utc_timestamp(period_start)},
+                            "periodStart": {"S": kubernetes_time(period_start)},
                             "expiresAt": {"N": str(int(time.time()) + IDEMPOTENCY_TTL_SECONDS)},
                         },
                         "ConditionExpression": "attribute_not_exists(pk)",
@@ -162,11 +162,7 @@ def _previous(client: Any, table: str, pk: str, cost: Decimal, period_start: dat
     """A retry: answer with what the first attempt recorded."""
     item = client.get_item(TableName=table, Key={"pk": {"S": pk}}, ConsistentRead=True).get("Item") or {}
     stored_cost = Decimal(item["cost"]["N"]) if "cost" in item else cost
-    stored_period = (
-        datetime.fromisoformat(item["periodStart"]["S"].replace("Z", "+00:00"))
-        if "periodStart" in item
-        else period_start
-    )
+    stored_period = parse_time(item["periodStart"]["S"]) if "periodStart" in item else period_start
     return Recorded(cost=stored_cost, period_start=stored_period, duplicate=True)
 
 

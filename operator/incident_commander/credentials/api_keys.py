@@ -42,6 +42,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from incident_commander.timestamps import parse_time, precise_time
+
 KEY_PREFIX = "ick"
 KeyState = Literal["Pending", "Active", "Rotating", "Revoked"]
 REVOKED_KEPT = timedelta(days=7)
@@ -107,14 +109,14 @@ class KeyEntry:
             "client": self.client,
             "role": self.role,
             "hash": self.hash,
-            "issuedAt": format_time(self.issued_at),
-            "expiresAt": format_time(self.expires_at),
+            "issuedAt": precise_time(self.issued_at),
+            "expiresAt": precise_time(self.expires_at),
             "state": self.state,
         }
         if self.grace_until:
-            data["graceUntil"] = format_time(self.grace_until)
+            data["graceUntil"] = precise_time(self.grace_until)
         if self.revoked_at:
-            data["revokedAt"] = format_time(self.revoked_at)
+            data["revokedAt"] = precise_time(self.revoked_at)
         return data
 
     @classmethod
@@ -124,11 +126,11 @@ class KeyEntry:
             client=data["client"],
             role=data["role"],
             hash=data["hash"],
-            issued_at=_parse(data["issuedAt"]),
-            expires_at=_parse(data["expiresAt"]),
+            issued_at=parse_time(data["issuedAt"]),
+            expires_at=parse_time(data["expiresAt"]),
             state=data["state"],
-            grace_until=_parse(data["graceUntil"]) if data.get("graceUntil") else None,
-            revoked_at=_parse(data["revokedAt"]) if data.get("revokedAt") else None,
+            grace_until=parse_time(data["graceUntil"]) if data.get("graceUntil") else None,
+            revoked_at=parse_time(data["revokedAt"]) if data.get("revokedAt") else None,
         )
 
     def valid_at(self, now: datetime) -> bool:
@@ -358,12 +360,3 @@ def next_due(index: KeyIndex) -> datetime | None:
     moments = [e.expires_at for e in index.entries if e.state == "Active"]
     moments += [e.grace_until for e in index.entries if e.state == "Rotating" and e.grace_until]
     return min(moments) if moments else None
-
-
-def format_time(moment: datetime) -> str:
-    """RFC 3339 in UTC with a Z, as Kubernetes writes times."""
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -26,6 +26,7 @@ from incident_commander.credentials.api_keys import ClientSecret, ClientSpec, Ke
 from incident_commander.credentials.integrity import IntegrityKey, SealedFields
 from incident_commander.credentials.signing import Algorithm, SigningKey
 from incident_commander.kube_api import KubeApi, ObjectRef, StoredSecret
+from incident_commander.timestamps import precise_time
 
 logger = logging.getLogger(__name__)
 
@@ -317,8 +318,8 @@ class CredentialIssuer:
                 "apiKey": key.plaintext,
                 "keyId": key.key_id,
                 "role": client.role,
-                "issuedAt": api_keys.format_time(now),
-                "expiresAt": api_keys.format_time(now + client.rotation_period),
+                "issuedAt": precise_time(now),
+                "expiresAt": precise_time(now + client.rotation_period),
             },
             owner=owner,
             resource_version=existing[0] if existing else None,

@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from incident_commander.timestamps import parse_time, precise_time
+
 Algorithm = Literal["EdDSA", "ES256", "RS256"]
 SIGNING_KEY_LIFETIME = timedelta(days=30)
 """How long a signing key signs before it is rotated (the CRD has no field for it: see docs)."""
@@ -52,10 +54,10 @@ class SigningKey:
             "kid": self.kid,
             "algorithm": self.algorithm,
             "privateKeyPem": self.private_pem,
-            "createdAt": _iso(self.created_at),
+            "createdAt": precise_time(self.created_at),
         }
         if self.not_after:
-            data["notAfter"] = _iso(self.not_after)
+            data["notAfter"] = precise_time(self.not_after)
         return data
 
     @classmethod
@@ -64,8 +66,8 @@ class SigningKey:
             kid=data["kid"],
             algorithm=data["algorithm"],
             private_pem=data["privateKeyPem"],
-            created_at=_parse(data["createdAt"]),
-            not_after=_parse(data["notAfter"]) if data.get("notAfter") else None,
+            created_at=parse_time(data["createdAt"]),
+            not_after=parse_time(data["notAfter"]) if data.get("notAfter") else None,
         )
 
 
@@ -129,11 +131,3 @@ def next_due(keys: Sequence[SigningKey]) -> datetime | None:
     moments = [k.not_after for k in keys if k.not_after]
     moments += [k.created_at + SIGNING_KEY_LIFETIME for k in keys if k.current]
     return min(moments) if moments else None
-
-
-def _iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def _parse(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -1,1 +1,1 @@
-"""kopf handlers, one module per custom resource kind."""
+"""One package per custom resource kind: its controller, its typed spec, its watch subscriptions."""

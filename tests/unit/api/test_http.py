@@ -19,13 +19,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry
 
-from incident_commander.api.app import ApiContext, build_api_app
+from incident_commander.api.app import build_api_app
+from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
 from incident_commander.api.metrics import ApiMetrics
-from incident_commander.budget.enforcement import effective_routing
 from incident_commander.config import OperatorConfig
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.servers import HttpServers
+from tests.support.budgets import NoBudgets
 from tests.unit.api.keys import NS, client, keyring_with
 
 ORIGIN = "https://console.example"
@@ -45,22 +46,17 @@ def context() -> tuple[ApiContext, str]:
         None,
         {
             "metadata": {"namespace": NS, "name": "p"},
-            "spec": {"modelRouting": {"simpleModel": "s", "complexModel": "c"}},
+            "spec": {
+                "connectionRef": {"name": "conn"},
+                "modelRouting": {"simpleModel": "s", "complexModel": "c"},
+            },
         },
-    )
-    routing = effective_routing(
-        simple_model="s",
-        complex_model="c",
-        complexity_threshold=0.7,
-        detection_rate=1,
-        min_detection_rate=0.1,
-        state=None,
     )
     ctx = ApiContext(
         keyring=keyring,
         directory=directory,
         metrics=ApiMetrics(CollectorRegistry()),
-        effective_for=lambda _: routing,
+        budgets=NoBudgets(),
         cors_origins=frozenset({ORIGIN}),
     )
     return ctx, keys["agent"]

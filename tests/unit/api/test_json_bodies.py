@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from incident_commander.api.app import MAX_JSON_DEPTH, ApiError, parse_json
+from incident_commander.api.bodies import MAX_JSON_DEPTH, parse_json
+from incident_commander.api.context import ApiError
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,12 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from incident_commander.api import openapi
-from incident_commander.api.app import ApiContext, build_api_app
+from incident_commander.api.app import build_api_app
+from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
+from tests.support.budgets import NoBudgets
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "openapi.json"
 
@@ -24,7 +26,7 @@ def test_every_served_route_is_documented_and_nothing_else() -> None:
             keyring=Keyring(),
             directory=Directory(),
             metrics=ApiMetrics(CollectorRegistry()),
-            effective_for=lambda view: None,  # type: ignore[arg-type,return-value]
+            budgets=NoBudgets(),
         )
     )
     served = set()

@@ -10,8 +10,9 @@ import pytest
 
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.principal import AuthFailure, Principal
-from incident_commander.api.tokens import TokenSettings, VerifiedTokens, issue_token, verify_token
+from incident_commander.api.tokens import VerifiedTokens, issue_token, verify_token
 from incident_commander.credentials import signing
+from incident_commander.kinds.incidentpolicy.spec import TokenSettings
 from tests.unit.api.keys import NOW, NS, client, keyring_with, retire, signing_secret
 
 SETTINGS = TokenSettings(issuer="ic", audience="api", ttl=timedelta(minutes=15))

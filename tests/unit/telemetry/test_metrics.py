@@ -10,19 +10,19 @@ import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from incident_commander.api.app import ApiContext, build_api_app
+from incident_commander.api.app import build_api_app
+from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
-from incident_commander.budget.registry import BudgetRegistry
 from incident_commander.metrics import BUDGET_PHASES, OperatorMetrics
+from tests.support.budgets import NoBudgets
 
 REPO = Path(__file__).resolve().parents[3]
 DOC = REPO / "docs" / "metrics.md"
@@ -47,7 +47,6 @@ class Operator:
     def __init__(self) -> None:
         self.metrics = OperatorMetrics()
         self.api = ApiMetrics(self.metrics.registry)
-        self.budgets = BudgetRegistry(kube=None, connections=None, metrics=self.metrics)  # type: ignore[arg-type]
 
     def series(self) -> int:
         """Samples in the exposition, as Prometheus would store them (one series each)."""
@@ -57,9 +56,7 @@ class Operator:
 
 @pytest.fixture
 def operator() -> Iterator[Operator]:
-    built = Operator()
-    yield built
-    asyncio.run(built.budgets.close())
+    yield Operator()
 
 
 def exposed(operator: Operator) -> dict[str, str]:
@@ -83,15 +80,15 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
     assert sorted(docs) == sorted(live), "docs/metrics.md and the registry disagree"
     assert {name: kind for name, (kind, _) in docs.items()} == live
     populate(operator, 1)
-    api, budgets = operator.api, operator.budgets
+    api, m = operator.api, operator.metrics
     api.requests.labels(route="/v1/route", method="POST", status="200", role="responder").inc()
     api.duration.labels(route="/v1/route").observe(0.01)
     api.auth_failures.labels(reason="unknown_api_key").inc()
     api.rate_limited.labels(route="/v1/route").inc()
     api.untrusted_secrets.labels(reason="bad_seal").inc()
     api.route_decisions.labels(outcome="routed", budget_phase="Ok").inc()
-    budgets.ce_requests.labels(operation="GetCostAndUsage").inc()
-    budgets.usage_reports.labels(outcome="recorded").inc()
+    m.cost_explorer_requests.labels(operation="GetCostAndUsage").inc()
+    m.usage_reports.labels(outcome="recorded").inc()
     for family in operator.metrics.registry.collect():
         labels = {key for sample in family.samples for key in sample.labels} - {"le"}
         [name] = [n for n in docs if n in (family.name, family.name + "_total", family.name + "_info")]
@@ -118,18 +115,22 @@ def test_names_follow_prometheus_conventions(operator: Operator) -> None:
 
 def populate(operator: Operator, count: int, prefix: str = "obj") -> None:
     """Drive the metrics as 1,000 connections, budgets and policies would, through their own setters."""
-    m, b = operator.metrics, operator.budgets
+    m = operator.metrics
     for i in range(count):
         ns, name = f"ns-{i % 50}", f"{prefix}-{i}"
         for service in SERVICES:
             m.aws_probe_duration.labels(ns, name, service).observe(0.02)
             m.aws_service_up.labels(ns, name, service).set(1)
-        b.utilization.labels(ns, name).set(12.5)
-        b.spend.labels(ns, name, "cost_explorer").set(10)
-        b.spend.labels(ns, name, "ledger").set(2.5)
-        for action in ("Notify", "Downgrade", "Throttle", "Halt"):
-            b.action.labels(ns, name, action).set(0)
-        m.set_budget(ns, name, limit=100, forecast=40, phase="Ok")
+        m.set_budget(
+            ns,
+            name,
+            limit=100,
+            forecast=40,
+            phase="Ok",
+            utilization=12.5,
+            spend={"cost_explorer": 10, "ledger": 2.5},
+            active_action=None,
+        )
         m.set_api_keys(ns, name, {client: 1.9e9 + i for client in CLIENTS})
         for kind in ("AwsConnection", "BudgetPolicy", "IncidentPolicy"):
             m.reconciliations.labels(kind=kind, outcome="success").inc()
@@ -140,10 +141,9 @@ def forget(operator: Operator, count: int, prefix: str = "obj") -> None:
     """Delete the objects through the registries' own deletion paths."""
     for i in range(count):
         ns, name = f"ns-{i % 50}", f"{prefix}-{i}"
-        operator.metrics.forget_connection(ns, name, SERVICES)  # ConnectionRegistry._drop calls this
-        operator.budgets._budgets[(ns, name)] = SimpleNamespace(worker=None, state=None)  # type: ignore[assignment]
-        operator.budgets.forget(ns, name)
-        operator.metrics.forget_policy(ns, name)  # PolicyRegistry.forget calls this
+        operator.metrics.forget_connection(ns, name, SERVICES)  # ConnectionController.forgotten calls this
+        operator.metrics.forget_budget(ns, name)  # BudgetController.forgotten calls this
+        operator.metrics.forget_policy(ns, name)  # PolicyController.forgotten calls this
 
 
 PER_SERVICE = 17  # histogram: 12 buckets + +Inf + _count + _sum + _created; up: 1
@@ -173,7 +173,16 @@ def test_removed_clients_and_phases_do_not_linger(operator: Operator) -> None:
     expiry = "incident_commander_api_key_expiry_timestamp_seconds"
     assert m.registry.get_sample_value(expiry, {"namespace": "ns", "policy": "p", "client": "a"}) is None
     assert m.registry.get_sample_value(expiry, {"namespace": "ns", "policy": "p", "client": "b"}) == 3.0
-    m.set_budget("ns", "b", limit=100, forecast=120, phase="Exceeded")
+    m.set_budget(
+        "ns",
+        "b",
+        limit=100,
+        forecast=120,
+        phase="Exceeded",
+        utilization=120,
+        spend={"ledger": 120},
+        active_action="Halt",
+    )
     values = {
         phase: m.registry.get_sample_value(
             "incident_commander_budget_phase", {"namespace": "ns", "budget": "b", "phase": phase}
@@ -192,7 +201,7 @@ def test_api_requests_to_1000_distinct_paths_add_no_series(operator: Operator) -
         keyring=Keyring(),
         directory=Directory(),
         metrics=operator.api,
-        effective_for=lambda view: None,  # type: ignore[arg-type,return-value]
+        budgets=NoBudgets(),
     )
 
     async def send(count: int, offset: int) -> None:

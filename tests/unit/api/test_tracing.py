@@ -16,11 +16,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry
 
-from incident_commander.api.app import ApiContext, build_api_app
+from incident_commander.api import tracing as traced_http
+from incident_commander.api.app import build_api_app
+from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
-from incident_commander.telemetry import aiohttp as traced_http
+from tests.support.budgets import NoBudgets
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
@@ -106,7 +108,7 @@ def test_the_api_app_gets_an_outermost_span_per_request(
         keyring=Keyring(),
         directory=Directory(),
         metrics=ApiMetrics(CollectorRegistry()),
-        effective_for=lambda view: None,  # type: ignore[arg-type,return-value]
+        budgets=NoBudgets(),
     )
     app = build_api_app(ctx)
     traced_http.instrument(app, tracer)

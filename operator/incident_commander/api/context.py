@@ -1,0 +1,115 @@
+"""What every API handler depends on, injected: the context, and the error it raises.
+
+Handlers (api/handlers/) take ``(request, ctx)``; a test builds an ``ApiContext`` with the pieces
+it needs (a keyring, a directory, a fake budget) and calls one handler alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from incident_commander.api.directory import Directory, PolicyView
+from incident_commander.api.history import History
+from incident_commander.api.keyring import Keyring
+from incident_commander.api.metrics import ApiMetrics
+from incident_commander.api.ratelimit import FailureGuard, RateLimiter
+from incident_commander.api.routing import EffectiveRoutingView
+from incident_commander.api.tokens import VerifiedTokens
+from incident_commander.clock import Clock, system_clock
+from incident_commander.telemetry.sampled_log import SampledLog
+
+logger = logging.getLogger("incident_commander.api")
+
+MAX_BODY_BYTES = 64 * 1024
+SECURITY_LOG_LINES = 20
+"""Security-event log lines per reason per minute; the rest are counted and summarised."""
+
+
+class UsageRejected(Exception):
+    """The budget refused a report: ``status`` is 409, 422 or 503, ``reason`` a short code."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Budgets(Protocol):
+    """What the API needs of the budget engine (api/budget_bridge.py adapts it)."""
+
+    def effective_for(self, view: PolicyView) -> EffectiveRoutingView:
+        """The policy's routing under its budget's current state."""
+        ...
+
+    async def record(
+        self,
+        namespace: str,
+        budget: str,
+        *,
+        model: str,
+        input_tokens: int,
+        output_tokens: int,
+        incident_id: str | None,
+        idempotency_key: str | None,
+        reported_at: datetime,
+    ) -> Mapping[str, Any]:
+        """Record durably; return the answer's fields (cost, currency, periodStart, duplicate)."""
+        ...
+
+    def budget_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The budget's state as JSON fields (phase, utilization, ...), None if unknown."""
+        ...
+
+
+@dataclass(kw_only=True)
+class ApiContext:
+    keyring: Keyring
+    directory: Directory
+    metrics: ApiMetrics
+    budgets: Budgets
+    clock: Clock = system_clock
+    monotonic: Callable[[], float] = time.monotonic
+    history: History = field(default_factory=History)
+    limiter: RateLimiter = field(default_factory=RateLimiter)
+    verified_tokens: VerifiedTokens = field(default_factory=VerifiedTokens)
+    cors_origins: frozenset[str] = frozenset()
+    max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout: float = 10.0
+    """Seconds the whole body may take to arrive (a slow client holds a connection and a buffer)."""
+    failures: FailureGuard = field(default_factory=FailureGuard)
+    security_log: SampledLog = field(
+        default_factory=lambda: SampledLog(logger, per_window=SECURITY_LOG_LINES, window=60.0)
+    )
+
+
+class ApiError(Exception):
+    """Raised by handlers; the error middleware turns it into the JSON answer."""
+
+    def __init__(
+        self, status: int, reason: str, message: str, *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+def error_response(
+    status: int, reason: str, message: str, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.json_response({"error": reason, "message": message}, status=status, headers=headers)
+
+
+def route_label(request: web.Request) -> str:
+    """The route template (never the raw path): a bounded label for metrics and logs."""
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "unmatched"

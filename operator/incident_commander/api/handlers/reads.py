@@ -1,0 +1,102 @@
+"""The read routes: ``GET /v1/policies/{namespace}/{name}``, ``/v1/summary`` and ``/v1/history``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from incident_commander.api.auth import admit, require_scope
+from incident_commander.api.context import ApiContext, ApiError
+from incident_commander.api.routing import EffectiveRoutingView
+from incident_commander.timestamps import precise_time
+
+HISTORY_LIMIT = 100
+
+
+async def policy(request: web.Request, ctx: ApiContext) -> web.Response:
+    principal, _ = admit(request, ctx, minimum="viewer")
+    namespace, name = request.match_info["namespace"], request.match_info["name"]
+    require_scope(request, ctx, principal, namespace, name)
+    view = ctx.directory.policy(namespace, name)
+    if view is None:
+        raise ApiError(404, "NotFound", f"IncidentPolicy {namespace}/{name} not found")
+    index = ctx.keyring.index((namespace, name))
+    now = ctx.clock()
+    keys = [
+        {
+            "client": e.client,
+            "role": e.role,
+            "keyId": e.key_id,
+            "state": e.state if e.state != "Rotating" or e.valid_at(now) else "Expired",
+            "issuedAt": precise_time(e.issued_at),
+            "expiresAt": precise_time(e.expires_at),
+        }
+        for e in (index.entries if index else ())
+        if e.state != "Pending"
+    ]
+    limit = view.spec.rate_limit
+    return web.json_response(
+        {
+            "namespace": namespace,
+            "name": name,
+            "effectiveRouting": effective_json(ctx.budgets.effective_for(view)),
+            "budget": budget_json(ctx, namespace, view.spec.budget),
+            "rateLimit": {"requestsPerMinute": limit.per_minute, "burst": limit.burst},
+            "apiKeys": keys,
+        }
+    )
+
+
+async def summary(request: web.Request, ctx: ApiContext) -> web.Response:
+    principal, view = admit(request, ctx, minimum="viewer")
+    key = (principal.namespace, principal.policy)
+    index = ctx.keyring.index(key)
+    states: dict[str, int] = {"Active": 0, "Rotating": 0, "Revoked": 0}
+    now = ctx.clock()
+    for entry in index.entries if index else ():
+        if entry.state == "Rotating" and not entry.valid_at(now):
+            states["Revoked"] += 1
+        elif entry.state in states:
+            states[entry.state] += 1
+    counts = ctx.history.counts(key)
+    return web.json_response(
+        {
+            "namespace": principal.namespace,
+            "policy": principal.policy,
+            "objects": ctx.directory.counts(principal.namespace),
+            "apiKeys": states,
+            "budget": budget_json(ctx, principal.namespace, view.spec.budget),
+            "routing": {"decisions": counts.get("decision", 0), "refusals": counts.get("refusal", 0)},
+            "usageReports": counts.get("usage", 0),
+            "recent": ctx.history.recent(key, 10),
+        }
+    )
+
+
+async def history(request: web.Request, ctx: ApiContext) -> web.Response:
+    principal, _ = admit(request, ctx, minimum="viewer")
+    raw = request.query.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= HISTORY_LIMIT:
+        raise ApiError(400, "InvalidQuery", f"limit must be an integer from 1 to {HISTORY_LIMIT}")
+    key = (principal.namespace, principal.policy)
+    return web.json_response(
+        {"namespace": key[0], "policy": key[1], "entries": ctx.history.recent(key, int(raw))}
+    )
+
+
+def effective_json(routing: EffectiveRoutingView) -> dict[str, Any]:
+    return {
+        "mode": routing.mode,
+        "simpleModel": routing.simple_model,
+        "complexModel": routing.complex_model,
+        "complexityThreshold": routing.complexity_threshold,
+        "samplingRate": routing.sampling_rate,
+        "budgetPhase": routing.budget_phase,
+    }
+
+
+def budget_json(ctx: ApiContext, namespace: str, budget: str | None) -> dict[str, Any] | None:
+    if budget is None:
+        return None
+    return {"name": budget, **(ctx.budgets.budget_status(namespace, budget) or {"phase": None})}

@@ -1,0 +1,57 @@
+"""``POST /v1/route``: which model to use for a task, under the policy's budget."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from incident_commander.api import bodies
+from incident_commander.api.auth import authenticate, charge, require_role, require_scope
+from incident_commander.api.context import ApiContext
+from incident_commander.api.routing import HALT_STATUS, RouteRefused, RouteRequest, decide_route
+
+
+async def route(request: web.Request, ctx: ApiContext) -> web.Response:
+    principal, view = authenticate(request, ctx)
+    require_role(request, ctx, principal, "responder")
+    effective = ctx.budgets.effective_for(view)  # once per request: it sets the cost and the answer
+    # Under the budget's Throttle and Halt actions each routing request costs 1/factor tokens.
+    charge(request, ctx, principal, view, cost=1.0 / max(effective.throttle_factor, 1e-6))
+    body = bodies.parsed(bodies.parse_route_body, await bodies.read_json(request, ctx))
+    require_scope(request, ctx, principal, principal.namespace, body.policy)
+    decision = decide_route(
+        RouteRequest(
+            policy=body.policy,
+            task_type=body.task_type,
+            complexity=body.complexity,
+            estimated_tokens=body.estimated_tokens,
+            severity=body.severity,
+        ),
+        effective,
+        critical_severity=view.spec.critical_severity,
+    )
+    key = (principal.namespace, principal.policy)
+    entry = {
+        "at": ctx.clock(),
+        "client": principal.client,
+        "taskType": body.task_type,
+        "complexity": body.complexity,
+        "severity": body.severity,
+    }
+    phase = decision.budget_phase or "None"
+    if isinstance(decision, RouteRefused):
+        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
+        ctx.history.record(key, "refusal", {**entry, "reason": decision.reason})
+        return web.json_response(
+            {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
+            status=HALT_STATUS,
+        )
+    ctx.metrics.route_decisions.labels(outcome="routed", budget_phase=phase).inc()
+    ctx.history.record(key, "decision", {**entry, "model": decision.model, "reason": decision.reason})
+    return web.json_response(
+        {
+            "model": decision.model,
+            "reason": decision.reason,
+            "budgetPhase": decision.budget_phase,
+            "samplingRate": decision.sampling_rate,
+        }
+    )

@@ -1,0 +1,116 @@
+"""The API's one middleware: CORS, errors as JSON, and request metrics.
+
+One layer, because each costs a coroutine per request. Every answer is JSON: ``ApiError`` from a
+handler, aiohttp's own 404/405/413, and anything unexpected (500, logged with its traceback, never
+sent to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from incident_commander.api.context import ApiContext, ApiError, error_response, route_label
+from incident_commander.api.metrics import ApiMetrics
+from incident_commander.api.principal import PRINCIPAL, Principal
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _cors_headers(origin: str) -> dict[str, str]:
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+class _RequestCounters:
+    """Label children cached by their label values: ``labels()`` validates and locks on each call,
+    which is a measurable share of a fast request. The label sets are bounded (route templates,
+    methods, statuses, roles), so the cache is too."""
+
+    def __init__(self, metrics: ApiMetrics) -> None:
+        self._metrics = metrics
+        self._requests: dict[tuple[str, str, int, str], Any] = {}
+        self._durations: dict[str, Any] = {}
+
+    def observe(self, route: str, method: str, status: int, role: str, seconds: float) -> None:
+        key = (route, method, status, role)
+        counter = self._requests.get(key)
+        if counter is None:
+            counter = self._metrics.requests.labels(route=route, method=method, status=str(status), role=role)
+            self._requests[key] = counter
+        counter.inc()
+        histogram = self._durations.get(route)
+        if histogram is None:
+            histogram = self._durations[route] = self._metrics.duration.labels(route=route)
+        histogram.observe(seconds)
+
+
+def build_middlewares(ctx: ApiContext) -> list[Any]:
+    """One middleware (each layer costs a coroutine per request): CORS, errors as JSON, metrics.
+
+    CORS headers go on every answer to an allowed origin, errors included, so a browser can read
+    why it was refused; preflights from other origins are refused outright.
+    """
+    counters = _RequestCounters(ctx.metrics)
+
+    @web.middleware
+    async def pipeline(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and origin in ctx.cors_origins
+        response: web.StreamResponse
+        if request.method == "OPTIONS" and origin is not None:
+            response = (
+                web.Response(status=204, headers=_cors_headers(origin))
+                if allowed
+                else error_response(403, "CorsDenied", "this origin is not allowed")
+            )
+        else:
+            response = await _answer(request, handler, ctx)
+        if allowed and origin is not None:
+            response.headers.update(_cors_headers(origin))
+        principal = request.get(PRINCIPAL)
+        role = principal.role if isinstance(principal, Principal) else "anonymous"
+        counters.observe(
+            route_label(request), request.method, response.status, role, time.perf_counter() - started
+        )
+        return response
+
+    return [pipeline]
+
+
+async def _answer(request: web.Request, handler: Handler, ctx: ApiContext) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        response = error_response(error.status, error.reason, error.message, error.headers)
+        if error.status == 408:
+            response.force_close()  # the rest of a body that never came is not worth waiting for
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(
+            405,
+            "MethodNotAllowed",
+            f"{request.method} is not allowed here",
+            {"Allow": ", ".join(sorted(exc.allowed_methods))},
+        )
+    except web.HTTPNotFound:
+        return error_response(404, "NotFound", "no such route")
+    except web.HTTPException as exc:
+        return error_response(exc.status, exc.reason.replace(" ", ""), exc.reason)
+    except Exception:
+        logger.exception("API request %s %s failed", request.method, route_label(request))
+        return error_response(500, "InternalError", "the operator could not answer; see its log")

@@ -1,0 +1,1 @@
+"""AwsConnection: how to reach AWS. ``controller`` probes and reports; ``handlers`` subscribes it."""

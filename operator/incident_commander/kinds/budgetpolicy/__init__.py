@@ -1,0 +1,1 @@
+"""BudgetPolicy: a FinOps cap. ``controller`` evaluates and enforces; ``handlers`` subscribes it."""

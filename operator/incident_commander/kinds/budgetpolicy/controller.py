@@ -1,0 +1,452 @@
+"""BudgetPolicies: one worker per budget, and the interface the HTTP API uses.
+
+A budget's pass reads its ledger counter, queries Cost Explorer when due (budget/spend.py decides
+when), evaluates the phase (budget/calc.py), writes status when it changed and tells the
+IncidentPolicies that use it when the phase or action changed. It runs when the spec or the
+break-glass annotation changes, when usage moves the phase, every ``ledger_refresh`` seconds (one
+strongly consistent DynamoDB read, to see usage other replicas recorded), at the period's end and
+when Cost Explorer is due.
+
+Usage reports (``record_usage``) are priced and made durable in DynamoDB (budget/usage.py) before
+the API answers; the budget is then re-evaluated from the counter without Cost Explorer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from opentelemetry.trace import Tracer
+
+from incident_commander import API_GROUP
+from incident_commander.aws.connection import ConnectionNotReady, ConnectionSource, ReadyConnection
+from incident_commander.budget import calc, costexplorer, ledger, spend, usage
+from incident_commander.budget.model import (
+    ACTION_SEVERITY,
+    BudgetNotReady,
+    BudgetSpec,
+    BudgetState,
+    InvalidBudgetSpec,
+    UnknownModel,
+    UsageRecorded,
+    UsageReport,
+    parse_budget_spec,
+)
+from incident_commander.budget.spend import CostExplorerState
+from incident_commander.budget.usage import LedgerReading
+from incident_commander.clock import Clock, system_clock
+from incident_commander.conditions import Condition
+from incident_commander.controller import Controller, Entry
+from incident_commander.kube_api import KubeApi, ObjectRef
+from incident_commander.metrics import OperatorMetrics
+from incident_commander.status import Assessment
+from incident_commander.telemetry.threads import ContextThreadPoolExecutor
+from incident_commander.telemetry.tracing import NOOP_TRACER
+from incident_commander.timestamps import kubernetes_time
+
+KIND = "BudgetPolicy"
+PLURAL = "budgetpolicies"
+BREAK_GLASS_ANNOTATION = f"{API_GROUP}/break-glass"
+LEDGER_REFRESH = 5.0
+"""Seconds between reads of the ledger counter (usage recorded by other replicas)."""
+RETRY = 15.0
+WARMUP_RETRY = 0.5
+FIRST_PROBE_RETRY = 15.0
+IDLE = 3600.0
+STATUS_AFTER_USAGE = 2.0
+"""Seconds between recorded usage and the status write that shows it (coalescing bursts)."""
+
+
+@dataclass(kw_only=True)
+class Budget(Entry):
+    spec: BudgetSpec | None = None
+    spec_error: str | None = None
+    cost_explorer: CostExplorerState = field(default_factory=CostExplorerState)
+    ledger: LedgerReading = field(default_factory=LedgerReading)
+    state: BudgetState | None = None
+    notified: tuple[Any, ...] | None = None
+    """(phase, active action, enforced action) the IncidentPolicies were last told about."""
+
+
+class BudgetController(Controller[Budget]):
+    kind = KIND
+    plural = PLURAL
+    references = ("connectionRef",)
+
+    def __init__(
+        self,
+        *,
+        kube: KubeApi,
+        connections: ConnectionSource,
+        metrics: OperatorMetrics,
+        clock: Clock = system_clock,
+        ledger_threads: int = 32,
+        table: str = ledger.TABLE,
+        tracer: Tracer = NOOP_TRACER,
+        ledger_refresh: float = LEDGER_REFRESH,
+    ) -> None:
+        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer)
+        self._connections = connections
+        self._table = table
+        self._ledger_refresh = ledger_refresh
+        self._executor = ContextThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
+
+    # -- the interface of the HTTP API -----------------------------------------------------------
+    def state(self, namespace: str, name: str) -> BudgetState | None:
+        budget = self.entry(namespace, name)
+        return budget.state if budget else None
+
+    async def record_usage(self, namespace: str, name: str, report: UsageReport) -> UsageRecorded:
+        """Durable in DynamoDB before it returns; a repeated idempotency key counts once."""
+        budget = self.entry(namespace, name)
+        if budget is None:
+            raise BudgetNotReady("BudgetNotFound", f"no BudgetPolicy {namespace}/{name}")
+        spec = budget.spec
+        if spec is None:
+            raise BudgetNotReady("InvalidSpec", budget.spec_error or "spec could not be read")
+        try:
+            priced = usage.price(spec, report, budget=f"{namespace}/{name}", now=self.clock())
+        except UnknownModel:
+            self.metrics.usage_reports.labels(outcome="rejected").inc()
+            raise
+        try:
+            connection = self._connections.get(namespace, spec.connection)
+        except ConnectionNotReady as not_ready:
+            raise BudgetNotReady(
+                "ConnectionNotReady", f"AwsConnection {spec.connection}: {not_ready.reason}"
+            ) from None
+        client = connection.client("dynamodb")
+        recorded = await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            functools.partial(
+                usage.write,
+                client,
+                namespace=namespace,
+                budget=name,
+                priced=priced,
+                key=report.idempotency_key,
+                table=self._table,
+            ),
+        )
+        self.metrics.usage_reports.labels(outcome="duplicate" if recorded.duplicate else "recorded").inc()
+        if not recorded.duplicate:
+            await self._refresh_after_usage(budget, client, recorded.period_start)
+        return UsageRecorded(
+            cost=recorded.cost,
+            currency=spec.currency,
+            period_start=recorded.period_start,
+            duplicate=recorded.duplicate,
+        )
+
+    def connection_changed(self, namespace: str, connection: str) -> None:
+        """An AwsConnection became Ready or stopped being Ready: evaluate its budgets now."""
+        self.wake_referencing("connectionRef", namespace, connection)
+
+    # -- the controller's hooks --------------------------------------------------------------------
+    def trigger(self, body: Mapping[str, Any]) -> tuple[Any, ...]:
+        meta = body["metadata"]
+        return (meta.get("generation"), (meta.get("annotations") or {}).get(BREAK_GLASS_ANNOTATION))
+
+    def new_entry(self, ref: ObjectRef, body: Mapping[str, Any], status: dict[str, Any]) -> Budget:
+        budget = Budget(ref=ref, body=body, status=status)
+        self._set_spec(budget)
+        if budget.spec is not None:
+            budget.cost_explorer = spend.restore(
+                status, budget.spec, generation=budget.generation, now=self.clock()
+            )
+        return budget
+
+    def triggered(self, entry: Budget) -> None:
+        self._set_spec(entry)
+
+    def forgotten(self, entry: Budget) -> None:
+        self.metrics.forget_budget(entry.ref.namespace, entry.ref.name)
+        if entry.state is not None:
+            entry.state = None
+            self.notify(entry.ref.namespace, entry.ref.name)
+
+    async def close(self) -> None:
+        await super().close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run_pass(self, entry: Budget) -> float:
+        budget, now, spec = entry, self.clock(), entry.spec
+        if spec is None:
+            condition = Condition(
+                type="Ready", status="False", reason="InvalidSpec", message=budget.spec_error or ""
+            )
+            await self._write(budget, [condition], {})
+            return IDLE
+        if self._connections.warming_up(budget.ref.namespace, spec.connection):
+            return WARMUP_RETRY  # keep the stored status until this process knows the connection
+        if self._connections.first_probe_pending(budget.ref.namespace, spec.connection):
+            return FIRST_PROBE_RETRY  # its first Ready wakes this budget sooner
+        period = calc.period_bounds(spec.period, now)
+        break_glass, break_glass_problem = calc.parse_break_glass(
+            budget.annotations.get(BREAK_GLASS_ANNOTATION), now
+        )
+        connection_problem = None
+        try:
+            connection: ReadyConnection | None = self._connections.get(budget.ref.namespace, spec.connection)
+        except ConnectionNotReady as not_ready:
+            connection, connection_problem = None, not_ready.describe()
+        queried = False
+        if connection is not None:
+            await self._read_ledger(budget, connection.client("dynamodb"), period[0])
+            queried = await self._cost_explorer(budget, spec, connection, period, now)
+        budget.cost_explorer = spend.rolled_over(budget.cost_explorer, period[0])
+        state = self._evaluate(budget, spec, period, now, break_glass)
+
+        problems: list[tuple[str, str]] = []
+        if connection_problem is not None:
+            problems.append(("ConnectionNotReady", connection_problem))
+        if budget.ledger.error:
+            problems.append(("LedgerUnavailable", ": ".join(budget.ledger.error)))
+        if budget.cost_explorer.currency_problem:
+            problems.append(("CurrencyMismatch", budget.cost_explorer.currency_problem))
+        if budget.cost_explorer.error:
+            problems.append(("CostExplorerUnavailable", ": ".join(budget.cost_explorer.error)))
+        summary = (
+            f"{calc.display(state.total)} of {spec.limit} {spec.currency} "
+            f"({calc.display(state.utilization)}%), phase {state.phase}"
+        )
+        if break_glass is not None:
+            summary += f"; break-glass until {kubernetes_time(break_glass)}"
+        if break_glass_problem:
+            summary += f"; {break_glass_problem}"
+        ready = (
+            Condition(type="Ready", status="True", reason="Evaluated", message=summary)
+            if not problems
+            else Condition(
+                type="Ready",
+                status="False",
+                reason=problems[0][0],
+                message=("; ".join(m for _, m in problems) + f" (last known: {summary})")[:2000],
+            )
+        )
+        exceeded = (
+            Condition(type="BudgetExceeded", status="True", reason="LimitExceeded", message=summary)
+            if state.phase == "Exceeded"
+            else Condition(type="BudgetExceeded", status="False", reason="WithinLimit", message=summary)
+        )
+        fields = self._fields(budget, spec, state, now)
+        await self._write(budget, [ready, exceeded], fields, evaluated=queried, now=now)
+        await self._publish(budget, state)
+
+        delays = [self._ledger_refresh, (period[1] - now).total_seconds() + 0.01]
+        if connection is None:
+            delays.append(RETRY)
+        due = spend.due(budget.cost_explorer, spec, period[0])
+        if due is not None:
+            delays.append((due - now).total_seconds())
+        if break_glass is not None:
+            delays.append((break_glass - now).total_seconds() + 0.01)
+        return max(0.05, min(delays))
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _set_spec(self, budget: Budget) -> None:
+        try:
+            budget.spec, budget.spec_error = parse_budget_spec(budget.body.get("spec") or {}), None
+        except InvalidBudgetSpec as exc:
+            budget.spec, budget.spec_error = None, str(exc)
+
+    async def _read_ledger(self, budget: Budget, client: Any, period_start: datetime) -> None:
+        try:
+            total = await asyncio.get_running_loop().run_in_executor(
+                self._executor,
+                functools.partial(
+                    ledger.read,
+                    client,
+                    namespace=budget.ref.namespace,
+                    budget=budget.ref.name,
+                    period_start=period_start,
+                    table=self._table,
+                ),
+            )
+        except ledger.LedgerError as error:
+            budget.ledger = LedgerReading(
+                total=budget.ledger.total, period=budget.ledger.period, error=(error.reason, error.message)
+            )
+            return
+        budget.ledger = usage.merged(budget.ledger, period_start, total)
+
+    async def _cost_explorer(
+        self,
+        budget: Budget,
+        spec: BudgetSpec,
+        connection: ReadyConnection,
+        period: tuple[datetime, datetime],
+        now: datetime,
+    ) -> bool:
+        """Query Cost Explorer when due; True when a query went out (status then records its time)."""
+        query = calc.cost_query(spec.filter)
+        if query.skip:
+            budget.cost_explorer = spend.skipped(spec, period[0])
+            return False
+        due = spend.due(budget.cost_explorer, spec, period[0])
+        if due is None or now < due:
+            return False
+        loop = asyncio.get_running_loop()
+        budget.cost_explorer = spend.started(budget.cost_explorer, now)
+        requests = self.metrics.cost_explorer_requests
+        try:
+            figure = await loop.run_in_executor(
+                self._executor,
+                functools.partial(
+                    costexplorer.period_to_date,
+                    connection.client("ce"),
+                    query=query,
+                    period=spec.period,
+                    start=period[0],
+                    now=now,
+                ),
+            )
+        except costexplorer.CostExplorerError as error:
+            requests.labels(operation="GetCostAndUsage").inc()
+            budget.cost_explorer = spend.failed(
+                budget.cost_explorer, spec, now=now, reason=error.reason, message=error.message
+            )
+            return True
+        requests.labels(operation="GetCostAndUsage").inc(figure.requests)
+        budget.cost_explorer = spend.succeeded(
+            budget.cost_explorer, spec, period_start=period[0], figure=figure
+        )
+        today = now.date()
+        if spend.forecast_due(budget.cost_explorer, spec, today):
+            requests.labels(operation="GetCostForecast").inc()
+            forecast = await loop.run_in_executor(
+                self._executor,
+                functools.partial(
+                    costexplorer.forecast_remaining,
+                    connection.clients.probe_client("ce"),
+                    query=query,
+                    period=spec.period,
+                    end=period[1],
+                    now=now,
+                ),
+            )
+            budget.cost_explorer = spend.with_forecast(
+                budget.cost_explorer, spec, today=today, forecast=forecast
+            )
+        return True
+
+    def _evaluate(
+        self,
+        budget: Budget,
+        spec: BudgetSpec,
+        period: tuple[datetime, datetime],
+        now: datetime,
+        break_glass: datetime | None,
+    ) -> BudgetState:
+        budget.state = calc.evaluate(
+            namespace=budget.ref.namespace,
+            name=budget.ref.name,
+            spec=spec,
+            actual=budget.cost_explorer.actual,
+            ledger=budget.ledger.for_period(period[0]),
+            period=period,
+            now=now,
+            break_glass_until=break_glass,
+        )
+        return budget.state
+
+    def _fields(self, budget: Budget, spec: BudgetSpec, state: BudgetState, now: datetime) -> dict[str, Any]:
+        actual = budget.cost_explorer.actual
+        forecast = spend.projected_total(budget.cost_explorer, state, now)
+        self.metrics.set_budget(
+            budget.ref.namespace,
+            budget.ref.name,
+            limit=float(spec.limit),
+            forecast=float(forecast),
+            phase=state.phase,
+            utilization=float(state.utilization),
+            spend={"cost_explorer": float(actual), "ledger": float(state.total - actual)},
+            active_action=state.active_action,
+        )
+        last_query = budget.cost_explorer.last_query
+        return {
+            "period": {
+                "start": kubernetes_time(state.period_start),
+                "end": kubernetes_time(state.period_end),
+            },
+            "spend": {
+                "actual": str(actual),
+                "ledger": str(state.total - actual),
+                "total": str(state.total),
+                "forecast": calc.display(forecast),
+                "currency": spec.currency,
+            },
+            "utilization": calc.display(state.utilization),
+            "phase": state.phase,
+            "activeAction": state.active_action or "None",
+            "lastCostExplorerQuery": kubernetes_time(last_query) if last_query else None,
+        }
+
+    async def _refresh_after_usage(self, budget: Budget, client: Any, period_start: datetime) -> None:
+        """After a write: a consistent read of the counter, then the phase, without Cost Explorer."""
+        spec = budget.spec
+        if spec is None:
+            return
+        now = self.clock()
+        period = calc.period_bounds(spec.period, now)
+        if period_start != period[0]:
+            return
+        await self._read_ledger(budget, client, period_start)
+        previous = budget.state
+        break_glass = previous.break_glass_until if previous else None
+        if break_glass is not None and break_glass <= now:
+            break_glass = None
+        if budget.cost_explorer.period != period[0]:
+            return  # the worker has not taken in the new period yet; it will
+        state = self._evaluate(budget, spec, period, now, break_glass)
+        if _published(state) != budget.notified:
+            await self._publish(budget, state)
+            self.wake(budget)  # status and Events follow within the pass
+        else:
+            # The spend moved but not the phase: status follows soon, one write for a burst of reports.
+            self.wake(budget, within=STATUS_AFTER_USAGE)
+
+    async def _publish(self, budget: Budget, state: BudgetState) -> None:
+        key = _published(state)
+        if key == budget.notified:
+            return
+        previous, budget.notified = budget.notified, key
+        if previous is not None and previous[1] != state.active_action:
+            before = ACTION_SEVERITY.get(str(previous[1]), 0)
+            after = ACTION_SEVERITY.get(str(state.active_action), 0)
+            enforced = state.enforced_action or "nothing"
+            await self.post_event(
+                budget,
+                "Warning" if after > before else "Normal",
+                "ThresholdCrossed" if after > before else "ThresholdCleared",
+                f"utilization {calc.display(state.utilization)}%: active action "
+                f"{state.active_action or 'None'} (was {previous[1] or 'None'}); enforcing {enforced}",
+            )
+        self.notify(budget.ref.namespace, budget.ref.name)
+
+    async def _write(
+        self,
+        budget: Budget,
+        conditions: list[Condition],
+        fields: dict[str, Any],
+        *,
+        evaluated: bool = False,
+        now: datetime | None = None,
+    ) -> None:
+        now = now or self.clock()
+        await self.write_status(
+            budget,
+            Assessment(conditions=conditions, fields=fields),
+            now=now,
+            # lastEvaluated only rides along with a change or a Cost Explorer round, never alone.
+            extra={"lastEvaluated": kubernetes_time(now)} if fields else None,
+            force=evaluated,
+        )
+
+
+def _published(state: BudgetState | None) -> tuple[Any, ...] | None:
+    return (state.phase, state.active_action, state.enforced_action) if state else None

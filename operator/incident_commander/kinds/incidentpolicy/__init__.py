@@ -1,0 +1,2 @@
+"""IncidentPolicy: severities, routing, storage and API clients. ``spec`` is its one typed spec,
+``controller`` reconciles it, ``handlers`` subscribes it."""
