@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from importlib import resources
 from typing import Any, Literal
 
@@ -47,6 +47,31 @@ class ResourceStatus:
         if self.arn:
             data["arn"] = self.arn
         return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ResourceStatus:
+        state = str(data.get("state"))
+        return cls(
+            kind=str(data.get("kind")),
+            name=str(data.get("name")),
+            arn=data.get("arn"),
+            state=state if state in ("Created", "Adopted", "Drifted", "Failed") else "Failed",  # type: ignore[arg-type]
+            message=str(data.get("message") or ""),
+        )
+
+
+def keep_created(
+    previous: Sequence[ResourceStatus], current: Sequence[ResourceStatus]
+) -> list[ResourceStatus]:
+    """A resource this operator created stays ``Created`` on later passes: finding it in place is
+    not adopting it. (The status is the record; the owner tag says the same, at an API call each.)"""
+    created = {(r.kind, r.name) for r in previous if r.state == "Created"}
+    return [
+        replace(r, state="Created", message="created")
+        if r.state == "Adopted" and (r.kind, r.name) in created
+        else r
+        for r in current
+    ]
 
 
 def consensus_definition() -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry.trace import Tracer
 
@@ -47,6 +48,20 @@ FIRST_PROBE_GRACE = 120.0
 A round ends within its timeouts and retries even against a dead endpoint, but at a thousand new
 connections the rounds queue (16 at a time): with 30 s, 658 of 1,000 budgets reported
 ConnectionNotReady once anyway."""
+
+
+class Prober(Protocol):
+    """One service's probe (aws/probes.probe_service): the seam between the controller and AWS."""
+
+    def __call__(
+        self,
+        clients: ConnectionClients,
+        service: str,
+        *,
+        ctx: ProbeContext,
+        executor: Executor,
+        breaker: CircuitBreaker,
+    ) -> Awaitable[ServiceProbe]: ...
 
 
 @dataclass(kw_only=True)
@@ -86,9 +101,11 @@ class ConnectionController(Controller[Connection]):
         aws_threads: int = 64,
         client_cache: int = DEFAULT_CLIENT_CACHE,
         tracer: Tracer = NOOP_TRACER,
+        probe: Prober = probe_service,
     ) -> None:
         super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer)
         self._heartbeat = heartbeat
+        self._probe_service = probe
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._executor = ContextThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self.client_cache = ClientCache(client_cache, on_build=metrics.aws_client_builds.inc)
@@ -257,7 +274,9 @@ class ConnectionController(Controller[Connection]):
         ctx: ProbeContext,
         breaker: CircuitBreaker,
     ) -> ServiceProbe:
-        result = await probe_service(clients, service, ctx=ctx, executor=self._executor, breaker=breaker)
+        result = await self._probe_service(
+            clients, service, ctx=ctx, executor=self._executor, breaker=breaker
+        )
         if not result.skipped and connection.spec is not None and service in connection.spec.services:
             labels = (connection.ref.namespace, connection.ref.name, service)
             self.metrics.aws_probe_duration.labels(*labels).observe(result.latency_ms / 1000)

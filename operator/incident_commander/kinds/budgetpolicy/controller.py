@@ -18,7 +18,8 @@ import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, Protocol
 
 from opentelemetry.trace import Tracer
 
@@ -31,6 +32,7 @@ from incident_commander.budget.model import (
     BudgetSpec,
     BudgetState,
     InvalidBudgetSpec,
+    Period,
     UnknownModel,
     UsageRecorded,
     UsageReport,
@@ -61,6 +63,113 @@ STATUS_AFTER_USAGE = 2.0
 """Seconds between recorded usage and the status write that shows it (coalescing bursts)."""
 
 
+class BudgetBackend(Protocol):
+    """The budget's AWS side: the ledger and Cost Explorer (blocking calls, run in a thread).
+    The seam between the controller and AWS: unit tests give the controller a fake."""
+
+    def read_ledger(
+        self, connection: ReadyConnection, *, namespace: str, budget: str, period_start: datetime
+    ) -> Decimal:
+        """The period's ledger total; raises ledger.LedgerError."""
+        ...
+
+    def write_usage(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        priced: usage.PricedReport,
+        key: str | None,
+    ) -> ledger.Recorded:
+        """Durable before it returns; raises BudgetNotReady."""
+        ...
+
+    def period_to_date(
+        self,
+        connection: ReadyConnection,
+        *,
+        query: calc.CostQuery,
+        period: Period,
+        start: datetime,
+        now: datetime,
+    ) -> costexplorer.CostFigure:
+        """Raises costexplorer.CostExplorerError."""
+        ...
+
+    def forecast_remaining(
+        self,
+        connection: ReadyConnection,
+        *,
+        query: calc.CostQuery,
+        period: Period,
+        end: datetime,
+        now: datetime,
+    ) -> tuple[Decimal, str] | None: ...
+
+
+class DynamoDbAndCostExplorer:
+    """The real backend: the usage ledger in DynamoDB, Cost Explorer through the connection's clients."""
+
+    def __init__(self, table: str = ledger.TABLE) -> None:
+        self.table = table
+
+    def read_ledger(
+        self, connection: ReadyConnection, *, namespace: str, budget: str, period_start: datetime
+    ) -> Decimal:
+        return ledger.read(
+            connection.client("dynamodb"),
+            namespace=namespace,
+            budget=budget,
+            period_start=period_start,
+            table=self.table,
+        )
+
+    def write_usage(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        priced: usage.PricedReport,
+        key: str | None,
+    ) -> ledger.Recorded:
+        return usage.write(
+            connection.client("dynamodb"),
+            namespace=namespace,
+            budget=budget,
+            priced=priced,
+            key=key,
+            table=self.table,
+        )
+
+    def period_to_date(
+        self,
+        connection: ReadyConnection,
+        *,
+        query: calc.CostQuery,
+        period: Period,
+        start: datetime,
+        now: datetime,
+    ) -> costexplorer.CostFigure:
+        return costexplorer.period_to_date(
+            connection.client("ce"), query=query, period=period, start=start, now=now
+        )
+
+    def forecast_remaining(
+        self,
+        connection: ReadyConnection,
+        *,
+        query: calc.CostQuery,
+        period: Period,
+        end: datetime,
+        now: datetime,
+    ) -> tuple[Decimal, str] | None:
+        return costexplorer.forecast_remaining(
+            connection.clients.probe_client("ce"), query=query, period=period, end=end, now=now
+        )
+
+
 @dataclass(kw_only=True)
 class Budget(Entry):
     spec: BudgetSpec | None = None
@@ -88,10 +197,11 @@ class BudgetController(Controller[Budget]):
         table: str = ledger.TABLE,
         tracer: Tracer = NOOP_TRACER,
         ledger_refresh: float = LEDGER_REFRESH,
+        backend: BudgetBackend | None = None,
     ) -> None:
         super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer)
         self._connections = connections
-        self._table = table
+        self._backend = backend or DynamoDbAndCostExplorer(table)
         self._ledger_refresh = ledger_refresh
         self._executor = ContextThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
 
@@ -119,22 +229,20 @@ class BudgetController(Controller[Budget]):
             raise BudgetNotReady(
                 "ConnectionNotReady", f"AwsConnection {spec.connection}: {not_ready.reason}"
             ) from None
-        client = connection.client("dynamodb")
         recorded = await asyncio.get_running_loop().run_in_executor(
             self._executor,
             functools.partial(
-                usage.write,
-                client,
+                self._backend.write_usage,
+                connection,
                 namespace=namespace,
                 budget=name,
                 priced=priced,
                 key=report.idempotency_key,
-                table=self._table,
             ),
         )
         self.metrics.usage_reports.labels(outcome="duplicate" if recorded.duplicate else "recorded").inc()
         if not recorded.duplicate:
-            await self._refresh_after_usage(budget, client, recorded.period_start)
+            await self._refresh_after_usage(budget, connection, recorded.period_start)
         return UsageRecorded(
             cost=recorded.cost,
             currency=spec.currency,
@@ -196,7 +304,7 @@ class BudgetController(Controller[Budget]):
             connection, connection_problem = None, not_ready.describe()
         queried = False
         if connection is not None:
-            await self._read_ledger(budget, connection.client("dynamodb"), period[0])
+            await self._read_ledger(budget, connection, period[0])
             queried = await self._cost_explorer(budget, spec, connection, period, now)
         budget.cost_explorer = spend.rolled_over(budget.cost_explorer, period[0])
         state = self._evaluate(budget, spec, period, now, break_glass)
@@ -254,17 +362,16 @@ class BudgetController(Controller[Budget]):
         except InvalidBudgetSpec as exc:
             budget.spec, budget.spec_error = None, str(exc)
 
-    async def _read_ledger(self, budget: Budget, client: Any, period_start: datetime) -> None:
+    async def _read_ledger(self, budget: Budget, connection: ReadyConnection, period_start: datetime) -> None:
         try:
             total = await asyncio.get_running_loop().run_in_executor(
                 self._executor,
                 functools.partial(
-                    ledger.read,
-                    client,
+                    self._backend.read_ledger,
+                    connection,
                     namespace=budget.ref.namespace,
                     budget=budget.ref.name,
                     period_start=period_start,
-                    table=self._table,
                 ),
             )
         except ledger.LedgerError as error:
@@ -297,8 +404,8 @@ class BudgetController(Controller[Budget]):
             figure = await loop.run_in_executor(
                 self._executor,
                 functools.partial(
-                    costexplorer.period_to_date,
-                    connection.client("ce"),
+                    self._backend.period_to_date,
+                    connection,
                     query=query,
                     period=spec.period,
                     start=period[0],
@@ -321,8 +428,8 @@ class BudgetController(Controller[Budget]):
             forecast = await loop.run_in_executor(
                 self._executor,
                 functools.partial(
-                    costexplorer.forecast_remaining,
-                    connection.clients.probe_client("ce"),
+                    self._backend.forecast_remaining,
+                    connection,
                     query=query,
                     period=spec.period,
                     end=period[1],
@@ -386,7 +493,9 @@ class BudgetController(Controller[Budget]):
             "lastCostExplorerQuery": kubernetes_time(last_query) if last_query else None,
         }
 
-    async def _refresh_after_usage(self, budget: Budget, client: Any, period_start: datetime) -> None:
+    async def _refresh_after_usage(
+        self, budget: Budget, connection: ReadyConnection, period_start: datetime
+    ) -> None:
         """After a write: a consistent read of the counter, then the phase, without Cost Explorer."""
         spec = budget.spec
         if spec is None:
@@ -395,7 +504,7 @@ class BudgetController(Controller[Budget]):
         period = calc.period_bounds(spec.period, now)
         if period_start != period[0]:
             return
-        await self._read_ledger(budget, client, period_start)
+        await self._read_ledger(budget, connection, period_start)
         previous = budget.state
         break_glass = previous.break_glass_until if previous else None
         if break_glass is not None and break_glass <= now:

@@ -154,7 +154,10 @@ class PolicyController(Controller[Policy]):
         )
 
     def new_entry(self, ref: ObjectRef, body: Mapping[str, Any], status: dict[str, Any]) -> Policy:
-        return Policy(ref=ref, body=body, status=status)
+        # What the status says is in place, until this process checks: a restart then writes the
+        # same list again (no write), and resources it created stay Created.
+        stored = [ResourceStatus.from_json(r) for r in status.get("storage") or [] if isinstance(r, Mapping)]
+        return Policy(ref=ref, body=body, status=status, storage=stored)
 
     def forgotten(self, entry: Policy) -> None:
         self.metrics.forget_policy(entry.ref.namespace, entry.ref.name)
@@ -307,7 +310,9 @@ class PolicyController(Controller[Policy]):
                 ), STORAGE_RETRY
             names = self._names(policy, spec, connection)
             ensure = functools.partial(self._storage.ensure, connection, names, owner=policy.owner)
-            policy.storage = await loop.run_in_executor(self._executor, ensure)
+            policy.storage = provisioner.keep_created(
+                policy.storage, await loop.run_in_executor(self._executor, ensure)
+            )
             policy.storage_generation = policy.generation
             policy.storage_checked = loop.time()
             policy.storage_ok = all(r.state != "Failed" for r in policy.storage)

@@ -1,0 +1,313 @@
+"""The IncidentPolicy controller's decisions, with a fake Kubernetes and fake storage (no cluster, no AWS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from incident_commander.aws.connection import ReadyConnection
+from incident_commander.budget.model import BudgetState
+from incident_commander.conditions import find_condition
+from incident_commander.credentials import integrity
+from incident_commander.credentials.integrity import IntegrityKey, IntegrityKeyHolder
+from incident_commander.kinds.incidentpolicy.controller import (
+    FINALIZER,
+    FORCE_DELETE_ANNOTATION,
+    Policy,
+    PolicyController,
+)
+from incident_commander.kube_api import ObjectRef
+from incident_commander.metrics import OperatorMetrics
+from incident_commander.storage.provisioner import ResourceStatus, StorageNames
+from tests.support.fake_aws import FakeConnections
+from tests.support.fake_kube import FakeKube
+
+NS = "team"
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+KEY = IntegrityKey(b"k" * 32)
+
+
+@dataclass
+class FakeStorage:
+    """Storage that 'creates' every resource; ``fail`` makes ensure and delete raise."""
+
+    ensured: list[StorageNames] = field(default_factory=list)
+    deleted: list[StorageNames] = field(default_factory=list)
+    fail: Exception | None = None
+
+    def ensure(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[ResourceStatus]:
+        if self.fail:
+            raise self.fail
+        self.ensured.append(names)
+        return [
+            ResourceStatus(kind=kind, name=name, arn=f"arn:{name}", state="Created", message="created")
+            for kind, name in (("DynamoDBTable", names.incident_table), ("KinesisStream", names.event_stream))
+        ]
+
+    def delete_owned(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[str]:
+        if self.fail:
+            raise self.fail
+        self.deleted.append(names)
+        return [names.incident_table]
+
+
+@dataclass
+class Env:
+    kube: FakeKube
+    connections: FakeConnections
+    storage: FakeStorage
+    controller: PolicyController
+    budgets: dict[str, BudgetState]
+
+    def observe(self, **changes: Any) -> Policy:
+        self.controller.observe(body(**changes))
+        entry = self.controller.entry(NS, "p")
+        assert entry is not None
+        return entry
+
+    def run(self, entry: Policy) -> float:
+        return asyncio.run(self.controller.run_pass(entry))
+
+    def status(self) -> dict[str, Any]:
+        return self.kube.statuses[("incidentpolicies", NS, "p")]
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        found = find_condition(self.status().get("conditions"), type_)
+        assert found is not None, self.status()
+        return dict(found)
+
+
+def body(
+    *, uid: str = "uid-p", generation: int = 1, annotations: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"namespace": NS, "name": "p", "uid": uid, "generation": generation}
+    for key in ("deletionTimestamp", "finalizers"):
+        if key in spec:
+            meta[key] = spec.pop(key)
+    if annotations:
+        meta["annotations"] = annotations
+    return {
+        "metadata": meta,
+        "spec": {
+            "connectionRef": {"name": "conn"},
+            "modelRouting": {"simpleModel": "small", "complexModel": "large"},
+            "apiClients": [{"name": "agent", "role": "responder"}],
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    kube, connections, storage = FakeKube(), FakeConnections(), FakeStorage()
+    budgets: dict[str, BudgetState] = {}
+    controller = PolicyController(
+        kube=kube,  # type: ignore[arg-type]
+        connections=connections,
+        metrics=OperatorMetrics(),
+        clock=lambda: NOW,
+        budget_state=lambda _ns, name: budgets.get(name),
+        integrity_key=IntegrityKeyHolder(KEY).require,
+        storage=storage,
+    )
+    controller.pause()  # the tests run passes themselves
+    connections.ready(NS)
+    yield Env(kube=kube, connections=connections, storage=storage, controller=controller, budgets=budgets)
+    asyncio.run(controller.close())
+
+
+def test_a_first_pass_issues_sealed_credentials_and_provisions_storage(env: Env) -> None:
+    env.run(env.observe())
+    assert env.condition("Ready")["status"] == "True"
+    assert env.condition("CredentialsIssued")["reason"] == "Issued"
+    assert env.condition("StorageReady")["reason"] == "Provisioned"
+    status = env.status()
+    assert [c["name"] for c in status["apiClients"]] == ["agent"]
+    assert [r["state"] for r in status["storage"]] == ["Created", "Created"]
+    for name in ("p-api-key-index", "p-jwt-signing-keys"):
+        stored = env.kube.secrets[(NS, name)]
+        assert stored.controller == ("IncidentPolicy", "p", "uid-p")
+        assert stored.annotations[integrity.ANNOTATION].startswith("v1:")
+    assert "ApiKeyIssued" in env.kube.reasons() and "SigningKeyRotated" in env.kube.reasons()
+
+
+def test_an_unchanged_policy_costs_no_write(env: Env) -> None:
+    entry = env.observe()
+    env.run(entry)
+    writes = len(env.kube.writes)
+    env.run(entry)
+    assert env.kube.writes[writes:] == []
+    assert len(env.storage.ensured) == 1  # the drift check is not due yet
+
+
+def test_a_connection_that_is_not_ready_is_the_reason_for_storage_and_ready(env: Env) -> None:
+    env.connections.not_ready(NS, "conn", "EndpointUnreachable", "connection refused")
+    retry = env.run(env.observe())
+    storage = env.condition("StorageReady")
+    assert storage["status"] == "False" and storage["reason"] == "ConnectionNotReady"
+    assert "EndpointUnreachable" in storage["message"]
+    assert env.condition("Ready")["reason"] in ("ConnectionNotReady",)
+    assert env.condition("CredentialsIssued")["status"] == "True"  # keys do not wait for AWS
+    assert retry <= 15
+
+
+def test_a_restart_keeps_the_stored_storage_condition_while_the_connection_warms_up(env: Env) -> None:
+    env.run(env.observe())
+    stored = env.status()
+    restarted = PolicyController(
+        kube=env.kube,  # type: ignore[arg-type]
+        connections=env.connections,
+        metrics=OperatorMetrics(),
+        clock=lambda: NOW,
+        integrity_key=IntegrityKeyHolder(KEY).require,
+        storage=env.storage,
+    )
+    restarted.pause()
+    restarted.observe({**body(), "status": stored})
+    env.connections.warming = True
+    writes = len(env.kube.writes)
+    entry = restarted.entry(NS, "p")
+    assert entry is not None
+    asyncio.run(restarted.run_pass(entry))
+    assert env.kube.writes[writes:] == [], "no flip of StorageReady on a restart"
+    asyncio.run(restarted.close())
+
+
+def test_a_foreign_secret_under_the_signing_key_name_is_a_conflict_and_left_alone(env: Env) -> None:
+    foreign = env.kube.put_secret(NS, "p-jwt-signing-keys", {"note": "not yours"})
+    env.run(env.observe())
+    credentials = env.condition("CredentialsIssued")
+    assert credentials["status"] == "False" and credentials["reason"] == "SecretNameConflict"
+    assert "was not created by the operator" in credentials["message"]
+    assert env.kube.secrets[(NS, "p-jwt-signing-keys")] is foreign
+    assert env.condition("Ready")["reason"] == "SecretNameConflict"
+
+
+def test_an_unsealed_secret_of_the_policy_is_replaced_with_a_warning(env: Env) -> None:
+    entry = env.observe()
+    env.run(entry)
+    planted = {"keys": [], "note": "planted"}
+    owner = entry.ref
+    env.kube.put_secret(
+        NS,
+        "p-jwt-signing-keys",
+        {"signing-keys.json": json.dumps(planted)},
+        type_="incidentcommander.io/jwt-signing-keys",
+        owner=owner,
+    )
+    env.run(entry)
+    assert "UntrustedSecretReplaced" in env.kube.reasons()
+    replaced = env.kube.secrets[(NS, "p-jwt-signing-keys")]
+    assert (
+        integrity.ANNOTATION in replaced.annotations and b"planted" not in replaced.data["signing-keys.json"]
+    )
+
+
+def test_a_client_secret_name_held_by_another_policy_leaves_only_that_client_without_a_key(env: Env) -> None:
+    # Policy "p-agent" with client "api"... or here simply policy q's Secret under p's client name.
+    env.kube.put_secret(NS, "p-agent-api-key", {"apiKey": "theirs"}, owner=_ref("q", "uid-q"))
+    entry = env.observe(
+        apiClients=[{"name": "agent", "role": "responder"}, {"name": "dash", "role": "viewer"}]
+    )
+    env.run(entry)
+    credentials = env.condition("CredentialsIssued")
+    assert credentials["reason"] == "SecretNameConflict" and "p-agent-api-key" in credentials["message"]
+    assert [c["name"] for c in env.status()["apiClients"]] == ["dash"]
+    assert env.kube.secrets[(NS, "p-agent-api-key")].data == {"apiKey": b"theirs"}
+
+
+def test_the_budget_shapes_routing_and_its_condition(env: Env) -> None:
+    entry = env.observe(budgetRef={"name": "b"})
+    env.run(entry)
+    assert env.condition("BudgetApplied")["reason"] == "BudgetNotFound"
+    env.budgets["b"] = budget_state("Exceeded", "Halt")
+    env.run(entry)
+    assert env.condition("BudgetApplied")["reason"] == "PhaseExceeded"
+    routing = env.status()["effectiveModelRouting"]
+    assert routing["mode"] == "Halted" and routing["complexModel"] == "small"
+    assert env.status()["effectiveSamplingRate"] == 0.1
+
+
+def test_an_invalid_spec_is_a_condition_not_a_crash(env: Env) -> None:
+    invalid = body()
+    del invalid["spec"]["connectionRef"]
+    env.controller.observe(invalid)
+    entry = env.controller.entry(NS, "p")
+    assert entry is not None
+    env.run(entry)
+    assert env.condition("Ready")["reason"] == "InvalidSpec"
+
+
+def test_delete_policy_adds_the_finalizer_and_deletion_removes_what_it_created(env: Env) -> None:
+    entry = env.observe(storage={"deletionPolicy": "Delete"})
+    env.run(entry)
+    assert env.kube.finalizers[("incidentpolicies", NS, "p")] == [FINALIZER]
+    deleting = env.observe(
+        storage={"deletionPolicy": "Delete"}, deletionTimestamp="2026-12-01T11:59:00Z", finalizers=[FINALIZER]
+    )
+    env.run(deleting)
+    assert [n.incident_table for n in env.storage.deleted] == [f"{NS}-p-incidents"]
+    assert env.kube.finalizers[("incidentpolicies", NS, "p")] == []
+    assert "StorageDeleted" in env.kube.reasons()
+
+
+def test_an_unreachable_aws_blocks_deletion_only_for_the_deletion_timeout(env: Env) -> None:
+    env.storage.fail = RuntimeError("AWS is down")
+    recent = env.observe(
+        storage={"deletionPolicy": "Delete"}, deletionTimestamp="2026-12-01T11:58:00Z", finalizers=[FINALIZER]
+    )
+    assert env.run(recent) == 5.0
+    assert env.condition("Ready")["reason"] == "DeletionPending"
+    assert ("incidentpolicies", NS, "p") not in env.kube.finalizers
+    old = env.observe(
+        storage={"deletionPolicy": "Delete"}, deletionTimestamp="2026-12-01T11:50:00Z", finalizers=[FINALIZER]
+    )
+    env.run(old)
+    assert "StorageOrphaned" in env.kube.reasons()
+    assert env.kube.finalizers[("incidentpolicies", NS, "p")] == []
+
+
+def test_force_delete_skips_the_cleanup(env: Env) -> None:
+    entry = env.observe(
+        storage={"deletionPolicy": "Delete"},
+        deletionTimestamp="2026-12-01T11:59:00Z",
+        finalizers=[FINALIZER],
+        annotations={FORCE_DELETE_ANNOTATION: "true"},
+    )
+    env.run(entry)
+    assert env.storage.deleted == [] and "CleanupSkipped" in env.kube.reasons()
+    assert env.kube.finalizers[("incidentpolicies", NS, "p")] == []
+
+
+def test_the_next_pass_is_due_at_the_next_rotation(env: Env) -> None:
+    # Sooner than the drift check (10 minutes): the rotation sets the next pass.
+    due = env.run(env.observe(apiClients=[{"name": "agent", "role": "responder", "rotationPeriod": "5m"}]))
+    assert 299 <= due <= 301
+
+
+def budget_state(phase: Any, action: Any) -> BudgetState:
+    return BudgetState(
+        namespace=NS,
+        name="b",
+        phase=phase,
+        active_action=action,
+        enforced_action=action,
+        utilization=Decimal(120),
+        total=Decimal(12),
+        limit=Decimal(10),
+        currency="USD",
+        period_start=NOW - timedelta(days=1),
+        period_end=NOW + timedelta(days=29),
+        evaluated_at=NOW,
+    )
+
+
+def _ref(name: str, uid: str) -> ObjectRef:
+    return ObjectRef(kind="IncidentPolicy", plural="incidentpolicies", namespace=NS, name=name, uid=uid)
