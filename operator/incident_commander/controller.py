@@ -36,6 +36,7 @@ from incident_commander.kept_objects import kept_body
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import Assessment, StatusWrite, apply_status
+from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
 from incident_commander.workers import Dependents, ObjectKey, ObjectWorker
 
@@ -87,11 +88,14 @@ class Controller(abc.ABC, Generic[E]):
         metrics: OperatorMetrics,
         clock: Clock = system_clock,
         tracer: Tracer = NOOP_TRACER,
+        threads: int = 16,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
         self.clock = clock
         self.tracer = tracer
+        self.executor = ContextThreadPoolExecutor(max_workers=threads, thread_name_prefix=self.plural)
+        """For the passes' blocking AWS calls (the span context follows them into the thread)."""
         self._entries: dict[ObjectKey, E] = {}
         self._dependents = Dependents(*self.references)
         self._subscribers: list[Callable[[str, str], None]] = []
@@ -224,6 +228,7 @@ class Controller(abc.ABC, Generic[E]):
     async def close(self) -> None:
         for key in list(self._entries):
             self.forget(*key)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     # -- what passes use ---------------------------------------------------------------------------
     async def write_status(

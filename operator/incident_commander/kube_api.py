@@ -130,17 +130,13 @@ class KubeApi:
 
     def read_secret(self, namespace: str, name: str) -> SecretData | None:
         """The Secret's data, or None when it does not exist."""
-        try:
-            secret = self._core.read_namespaced_secret(name, namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        data = {key: base64.b64decode(value) for key, value in (secret.data or {}).items()}
-        version = secret.metadata.resource_version if secret.metadata else None
-        return SecretData(resource_version=str(version or ""), data=data)
+        secret = self.read_managed_secret(namespace, name)
+        return (
+            None if secret is None else SecretData(resource_version=secret.resource_version, data=secret.data)
+        )
 
     def read_managed_secret(self, namespace: str, name: str) -> StoredSecret | None:
+        """The Secret with its labels, annotations and controller, or None when it does not exist."""
         try:
             secret = self._core.read_namespaced_secret(name, namespace)
         except ApiException as exc:

@@ -13,31 +13,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Protocol
 
-
-class LimitLike(Protocol):
-    """A bucket's size and refill: a policy's ``auth.rateLimit`` (kinds/incidentpolicy/spec.RateLimit)
-    or the API's own ``Limit``. Compared by value: a changed limit rebuilds the client's bucket."""
-
-    @property
-    def per_minute(self) -> int: ...
-
-    @property
-    def burst(self) -> int: ...
-
-    @property
-    def rate(self) -> float: ...
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limit:
-    per_minute: int
-    burst: int
-
-    @property
-    def rate(self) -> float:
-        return self.per_minute / 60.0
+from incident_commander.kinds.incidentpolicy.spec import RateLimit
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,7 +25,7 @@ class Verdict:
 
 
 class TokenBucket:
-    def __init__(self, limit: LimitLike, now: float) -> None:
+    def __init__(self, limit: RateLimit, now: float) -> None:
         self.limit = limit
         self._tokens = float(limit.burst)
         self._updated = now
@@ -89,7 +66,7 @@ class RateLimiter:
         self._buckets: OrderedDict[Hashable, TokenBucket] = OrderedDict()
         self._max = max_clients
 
-    def take(self, client: Hashable, limit: LimitLike, now: float, cost: float = 1.0) -> Verdict:
+    def take(self, client: Hashable, limit: RateLimit, now: float, cost: float = 1.0) -> Verdict:
         bucket = self._buckets.get(client)
         if bucket is None or bucket.limit != limit:
             bucket = TokenBucket(limit, now)
@@ -100,7 +77,7 @@ class RateLimiter:
             self._buckets.move_to_end(client)
         return bucket.take(now, cost)
 
-    def peek(self, client: Hashable, limit: LimitLike, now: float) -> Verdict:
+    def peek(self, client: Hashable, limit: RateLimit, now: float) -> Verdict:
         """Whether a request of cost 1 would be allowed now, without taking anything."""
         bucket = self._buckets.get(client)
         if bucket is None or bucket.limit != limit:
@@ -113,7 +90,7 @@ def retry_after_header(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-FAILURE_LIMIT = Limit(per_minute=60, burst=20)
+FAILURE_LIMIT = RateLimit(per_minute=60, burst=20)
 """Failed authentications tolerated per remote address before signature checks are deferred."""
 
 
@@ -128,7 +105,7 @@ class FailureGuard:
     so a client sharing an address with an attacker (a NAT, a proxy) can still get in.
     """
 
-    def __init__(self, limit: Limit = FAILURE_LIMIT, *, max_addresses: int = 10_000) -> None:
+    def __init__(self, limit: RateLimit = FAILURE_LIMIT, *, max_addresses: int = 10_000) -> None:
         self._limit = limit
         self._limiter = RateLimiter(max_clients=max_addresses)
 

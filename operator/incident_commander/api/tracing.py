@@ -20,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from incident_commander.api.context import route_label
 from incident_commander.api.principal import PRINCIPAL
 from incident_commander.telemetry.tracing import NOOP_TRACER
 
@@ -30,15 +31,10 @@ ROLE = "incidentcommander.role"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def route_template(request: web.Request) -> str:
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
 @web.middleware
 async def server_span(request: web.Request, handler: Handler) -> web.StreamResponse:
     tracer = request.app.get(TRACER_KEY, NOOP_TRACER)
-    route = route_template(request)
+    route = route_label(request)
     with tracer.start_as_current_span(
         f"{request.method} {route}",
         context=PROPAGATOR.extract(request.headers),

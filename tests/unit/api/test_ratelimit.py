@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from incident_commander.api.ratelimit import FailureGuard, Limit, RateLimiter, TokenBucket, retry_after_header
+from incident_commander.api.ratelimit import FailureGuard, RateLimiter, TokenBucket, retry_after_header
+from incident_commander.kinds.incidentpolicy.spec import RateLimit as Limit
 
 LIMIT = Limit(per_minute=60, burst=5)  # one token per second
 

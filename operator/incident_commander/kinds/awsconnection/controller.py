@@ -35,7 +35,6 @@ from incident_commander.controller import Controller, Entry
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import Assessment
-from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
 
 KIND = "AwsConnection"
@@ -98,16 +97,15 @@ class ConnectionController(Controller[Connection]):
         metrics: OperatorMetrics,
         clock: Clock = system_clock,
         heartbeat: timedelta = DEFAULT_HEARTBEAT,
-        aws_threads: int = 64,
+        threads: int = 64,
         client_cache: int = DEFAULT_CLIENT_CACHE,
         tracer: Tracer = NOOP_TRACER,
         probe: Prober = probe_service,
     ) -> None:
-        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer)
+        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer, threads=threads)
         self._heartbeat = heartbeat
         self._probe_service = probe
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self._executor = ContextThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self.client_cache = ClientCache(client_cache, on_build=metrics.aws_client_builds.inc)
         metrics.aws_clients.set_function(lambda: len(self.client_cache))
         self._started = time.monotonic()
@@ -183,10 +181,6 @@ class ConnectionController(Controller[Connection]):
             entry.clients.close()
         if entry.spec is not None:
             self.metrics.forget_connection(entry.ref.namespace, entry.ref.name, entry.spec.services)
-
-    async def close(self) -> None:
-        await super().close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def run_pass(self, entry: Connection) -> float:
         await self._round(entry)
@@ -274,9 +268,7 @@ class ConnectionController(Controller[Connection]):
         ctx: ProbeContext,
         breaker: CircuitBreaker,
     ) -> ServiceProbe:
-        result = await self._probe_service(
-            clients, service, ctx=ctx, executor=self._executor, breaker=breaker
-        )
+        result = await self._probe_service(clients, service, ctx=ctx, executor=self.executor, breaker=breaker)
         if not result.skipped and connection.spec is not None and service in connection.spec.services:
             labels = (connection.ref.namespace, connection.ref.name, service)
             self.metrics.aws_probe_duration.labels(*labels).observe(result.latency_ms / 1000)
@@ -300,7 +292,7 @@ class ConnectionController(Controller[Connection]):
         loop = asyncio.get_running_loop()
         try:
             clients = await loop.run_in_executor(
-                self._executor, ConnectionClients.build, spec, keys, self.client_cache
+                self.executor, ConnectionClients.build, spec, keys, self.client_cache
             )
         finally:
             connection.secret_stale = False

@@ -46,7 +46,6 @@ from incident_commander.controller import Controller, Entry
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import Assessment
-from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
 from incident_commander.timestamps import kubernetes_time
 
@@ -193,17 +192,16 @@ class BudgetController(Controller[Budget]):
         connections: ConnectionSource,
         metrics: OperatorMetrics,
         clock: Clock = system_clock,
-        ledger_threads: int = 32,
+        threads: int = 32,
         table: str = ledger.TABLE,
         tracer: Tracer = NOOP_TRACER,
         ledger_refresh: float = LEDGER_REFRESH,
         backend: BudgetBackend | None = None,
     ) -> None:
-        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer)
+        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer, threads=threads)
         self._connections = connections
         self._backend = backend or DynamoDbAndCostExplorer(table)
         self._ledger_refresh = ledger_refresh
-        self._executor = ContextThreadPoolExecutor(max_workers=ledger_threads, thread_name_prefix="budget")
 
     # -- the interface of the HTTP API -----------------------------------------------------------
     def state(self, namespace: str, name: str) -> BudgetState | None:
@@ -230,7 +228,7 @@ class BudgetController(Controller[Budget]):
                 "ConnectionNotReady", f"AwsConnection {spec.connection}: {not_ready.reason}"
             ) from None
         recorded = await asyncio.get_running_loop().run_in_executor(
-            self._executor,
+            self.executor,
             functools.partial(
                 self._backend.write_usage,
                 connection,
@@ -276,10 +274,6 @@ class BudgetController(Controller[Budget]):
         if entry.state is not None:
             entry.state = None
             self.notify(entry.ref.namespace, entry.ref.name)
-
-    async def close(self) -> None:
-        await super().close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def run_pass(self, entry: Budget) -> float:
         budget, now, spec = entry, self.clock(), entry.spec
@@ -365,7 +359,7 @@ class BudgetController(Controller[Budget]):
     async def _read_ledger(self, budget: Budget, connection: ReadyConnection, period_start: datetime) -> None:
         try:
             total = await asyncio.get_running_loop().run_in_executor(
-                self._executor,
+                self.executor,
                 functools.partial(
                     self._backend.read_ledger,
                     connection,
@@ -402,7 +396,7 @@ class BudgetController(Controller[Budget]):
         requests = self.metrics.cost_explorer_requests
         try:
             figure = await loop.run_in_executor(
-                self._executor,
+                self.executor,
                 functools.partial(
                     self._backend.period_to_date,
                     connection,
@@ -426,7 +420,7 @@ class BudgetController(Controller[Budget]):
         if spend.forecast_due(budget.cost_explorer, spec, today):
             requests.labels(operation="GetCostForecast").inc()
             forecast = await loop.run_in_executor(
-                self._executor,
+                self.executor,
                 functools.partial(
                     self._backend.forecast_remaining,
                     connection,

@@ -51,7 +51,6 @@ from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import Assessment
 from incident_commander.storage import provisioner
 from incident_commander.storage.provisioner import ResourceStatus, StorageNames
-from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
 from incident_commander.timestamps import kubernetes_time, parse_time
 
@@ -139,7 +138,6 @@ class PolicyController(Controller[Policy]):
         self._budget_state = budget_state or (lambda _namespace, _name: None)
         self._issuer = CredentialIssuer(kube, clock, integrity_key or IntegrityKeyHolder().require)
         self._storage = storage or ProvisionedStorage()
-        self._executor = ContextThreadPoolExecutor(max_workers=16, thread_name_prefix="policy")
 
     # -- what changes wake a policy -----------------------------------------------------------------
     def trigger(self, body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -175,10 +173,6 @@ class PolicyController(Controller[Policy]):
     def connection_changed(self, namespace: str, connection: str) -> None:
         """An AwsConnection became Ready or stopped being Ready: retry storage of its policies now."""
         self.wake_referencing("connectionRef", namespace, connection)
-
-    async def close(self) -> None:
-        await super().close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
 
     # -- one pass ----------------------------------------------------------------------------------
     async def run_pass(self, entry: Policy) -> float:
@@ -311,7 +305,7 @@ class PolicyController(Controller[Policy]):
             names = self._names(policy, spec, connection)
             ensure = functools.partial(self._storage.ensure, connection, names, owner=policy.owner)
             policy.storage = provisioner.keep_created(
-                policy.storage, await loop.run_in_executor(self._executor, ensure)
+                policy.storage, await loop.run_in_executor(self.executor, ensure)
             )
             policy.storage_generation = policy.generation
             policy.storage_checked = loop.time()
@@ -364,14 +358,13 @@ class PolicyController(Controller[Policy]):
         remaining = [f for f in finalizers if f != FINALIZER]
         now = self.clock()
         if policy.annotations.get(FORCE_DELETE_ANNOTATION) == "true":
-            await self.post_event(
+            return await self._release(
                 policy,
+                remaining,
                 "Warning",
                 "CleanupSkipped",
                 f"{FORCE_DELETE_ANNOTATION} set: AWS resources left in place",
             )
-            await asyncio.to_thread(self.kube.patch_finalizers, policy.ref, remaining)
-            return IDLE
         try:
             spec = parse_policy_spec(policy.body.get("spec") or {})
             connection = self._connections.get(policy.ref.namespace, spec.connection)
@@ -381,18 +374,17 @@ class PolicyController(Controller[Policy]):
                 self._names(policy, spec, connection),
                 owner=policy.owner,
             )
-            deleted = await asyncio.get_running_loop().run_in_executor(self._executor, delete)
+            deleted = await asyncio.get_running_loop().run_in_executor(self.executor, delete)
         except Exception as exc:  # AWS or connection trouble: retry until the deletion window closes
             reason = exc.reason if isinstance(exc, ConnectionNotReady) else type(exc).__name__
             if now - parse_time(str(meta["deletionTimestamp"])) >= self._deletion_timeout:
-                await self.post_event(
+                return await self._release(
                     policy,
+                    remaining,
                     "Warning",
                     "StorageOrphaned",
                     f"gave up deleting AWS resources after {self._deletion_timeout} ({reason})",
                 )
-                await asyncio.to_thread(self.kube.patch_finalizers, policy.ref, remaining)
-                return IDLE
             condition = Condition(
                 type="Ready",
                 status="False",
@@ -401,9 +393,19 @@ class PolicyController(Controller[Policy]):
             )
             await self.write_status(policy, Assessment(conditions=[condition]))
             return 5.0
-        await self.post_event(
-            policy, "Normal", "StorageDeleted", f"deleted: {', '.join(deleted) or 'nothing the policy owned'}"
+        return await self._release(
+            policy,
+            remaining,
+            "Normal",
+            "StorageDeleted",
+            f"deleted: {', '.join(deleted) or 'nothing the policy owned'}",
         )
+
+    async def _release(
+        self, policy: Policy, remaining: list[str], type_: str, reason: str, message: str
+    ) -> float:
+        """Say what became of the AWS resources, then let the deletion finish."""
+        await self.post_event(policy, type_, reason, message)
         await asyncio.to_thread(self.kube.patch_finalizers, policy.ref, remaining)
         return IDLE
 
