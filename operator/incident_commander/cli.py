@@ -39,10 +39,9 @@ async def run_operator(config: OperatorConfig, tracing: Tracing | None = None) -
         registry=registry,
         clusterwide=config.all_namespaces,
         namespaces=list(config.namespaces),
-        liveness_endpoint=config.liveness_endpoint or None,
-        standalone=config.peering_name is None,
-        peering_name=config.peering_name,
-        priority=config.peering_priority,
+        # Every replica watches (the API must be current everywhere); leadership is ours, through a
+        # Lease (leadership.py), not kopf's peering, which would pause the watches of a standby.
+        standalone=True,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -41,7 +42,8 @@ class OperatorConfig:
     """Address the metrics and API servers listen on."""
 
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
-    """kopf's liveness endpoint, probed by the kubelet."""
+    """The liveness endpoint (``/healthz``) the kubelet probes; by default on ``bind_address``, port
+    8080. Port 0 picks a free port (the log says which)."""
 
     log_format: LogFormat = "json"
     """json for log collectors, text for humans."""
@@ -49,13 +51,12 @@ class OperatorConfig:
     log_level: str = "INFO"
     """Root log level."""
 
-    peering_name: str | None = None
-    """kopf peering object for running several replicas; None runs standalone."""
+    leader_election: str | None = None
+    """The Lease (in ``state_namespace``) through which replicas elect the one that runs the
+    controllers (docs/ha.md); None runs standalone: this process leads."""
 
-    peering_priority: int = 0
-    """This replica's kopf peering priority: the highest runs, the others stand by. kopf pauses
-    every replica that sees a peer of equal priority, so replicas must differ; unset, a random
-    one is drawn at startup."""
+    identity: str = "incident-commander"
+    """This replica's name in leader election and membership: the pod's name, plus a random suffix."""
 
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     """Origins allowed to call the API from a browser; empty denies all."""
@@ -65,8 +66,9 @@ class OperatorConfig:
 
     ledger_refresh: timedelta = timedelta(minutes=10)
     """How often each budget re-reads its ledger counter for usage that other replicas recorded.
-    5s by default with ``--peering`` (any replica's API may record usage); 10m standalone, where this
-    process records every report itself and the read is only a safety net."""
+    1s by default with leader election (any replica's API may record usage, and every replica must
+    see a phase change within 2 s); 10m standalone, where this process records every report itself
+    and the read is only a safety net."""
 
     aws_client_cache: int = DEFAULT_CLIENT_CACHE
     """Live boto3 clients kept across all AwsConnections (least recently used out; each costs
@@ -121,24 +123,30 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     run.add_argument(
         "--liveness",
         dest="liveness_endpoint",
-        default=_env(env, "LIVENESS_ENDPOINT", defaults.liveness_endpoint),
-        help="kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz",
+        default=_env(env, "LIVENESS_ENDPOINT", "") or None,
+        help="liveness endpoint URL (default http://<bind-address>:8080/healthz; port 0: any free port)",
     )
     run.add_argument(
         "--log-format", choices=["json", "text"], default=_env(env, "LOG_FORMAT", defaults.log_format)
     )
     run.add_argument("--log-level", default=_env(env, "LOG_LEVEL", defaults.log_level))
     run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        default=_env(env, "LEADER_ELECT", "").lower() in ("1", "true", "yes"),
+        help="run several replicas: one leads (reconciles), every one serves the API (docs/ha.md)",
+    )
+    run.add_argument(
+        "--leader-election-id",
+        default=_env(env, "LEADER_ELECTION_ID", "") or None,
+        help="the Lease replicas elect through (implies --leader-elect; default incident-commander); "
+        "operators sharding namespaces need one each",
+    )
+    run.add_argument(
         "--peering",
         dest="peering_name",
         default=_env(env, "PEERING", "") or None,
-        help="kopf peering name for several replicas (needs the peering CRDs); standalone if unset",
-    )
-    run.add_argument(
-        "--peering-priority",
-        type=int,
-        default=int(_env(env, "PEERING_PRIORITY", "0")) or None,
-        help="kopf peering priority of this replica (distinct per replica); random if unset",
+        help="deprecated: the same as --leader-election-id",
     )
     run.add_argument(
         "--cors-origin",
@@ -154,7 +162,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     run.add_argument(
         "--ledger-refresh",
         default=_env(env, "LEDGER_REFRESH", "") or None,
-        help="re-read budget ledgers this often (default 5s with --peering, else 10m)",
+        help="re-read budget ledgers this often (default 1s with leader election, else 10m)",
     )
     run.add_argument(
         "--aws-client-cache",
@@ -187,6 +195,17 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     return parser
 
 
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
+
+
+def replica_identity(environ: Mapping[str, str]) -> str:
+    """The pod's name (unique among live pods) or the host's, plus a random suffix: a restarted
+    process is a new member, never mistaken for its predecessor."""
+    base = environ.get("K8S_POD_NAME") or socket.gethostname() or "incident-commander"
+    return f"{base}-{secrets.token_hex(3)}"
+
+
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -206,7 +225,8 @@ def config_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> OperatorConfig:
     """Parse flags (and ``IC_*`` variables) into an OperatorConfig."""
-    parser = build_parser(environ)
+    env = os.environ if environ is None else environ
+    parser = build_parser(env)
     args = parser.parse_args(argv)
     if args.aws_client_cache < 1:
         parser.error("--aws-client-cache must be at least 1")
@@ -221,20 +241,23 @@ def config_from_args(
     if idle_timeout <= 0:
         parser.error("--api-idle-timeout must be positive")
     namespaces = tuple(args.namespaces or ())
+    election = args.leader_election_id or args.peering_name
+    if election is None and args.leader_elect:
+        election = "incident-commander"
     return OperatorConfig(
         namespaces=() if args.all_namespaces else namespaces,
         all_namespaces=args.all_namespaces or not namespaces,
         metrics_port=args.metrics_port,
         api_port=args.api_port,
         bind_address=args.bind_address,
-        liveness_endpoint=args.liveness_endpoint,
+        liveness_endpoint=args.liveness_endpoint or f"http://{_host(args.bind_address)}:8080/healthz",
         log_format=args.log_format,
         log_level=args.log_level.upper(),
-        peering_name=args.peering_name,
-        peering_priority=args.peering_priority or secrets.randbelow(1_000_000) + 1,
+        leader_election=election,
+        identity=replica_identity(env),
         cors_origins=tuple(args.cors_origins),
         deletion_timeout=parse_duration(args.deletion_timeout),
-        ledger_refresh=parse_duration(args.ledger_refresh or ("5s" if args.peering_name else "10m")),
+        ledger_refresh=parse_duration(args.ledger_refresh or ("1s" if election else "10m")),
         aws_client_cache=args.aws_client_cache,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,

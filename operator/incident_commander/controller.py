@@ -89,6 +89,7 @@ class Controller(abc.ABC, Generic[E]):
         clock: Clock = system_clock,
         tracer: Tracer = NOOP_TRACER,
         threads: int = 16,
+        start_workers: bool = True,
     ) -> None:
         self.kube = kube
         self.metrics = metrics
@@ -101,6 +102,8 @@ class Controller(abc.ABC, Generic[E]):
         self._subscribers: list[Callable[[str, str], None]] = []
         self._gate = asyncio.Semaphore(self.concurrency)
         self._active = True
+        self._start_workers = start_workers
+        """False: no worker runs passes; whoever built the controller runs them (unit tests)."""
 
     # -- what a kind supplies --------------------------------------------------------------------
     @abc.abstractmethod
@@ -120,6 +123,9 @@ class Controller(abc.ABC, Generic[E]):
 
     def forgotten(self, entry: E) -> None:
         """The object is gone (or replaced): drop what the kind keeps elsewhere (metrics...)."""
+
+    def status_observed(self, entry: E) -> None:
+        """On a standby, the leader wrote a new status for ``entry`` (now in ``entry.status``)."""
 
     # -- fed by the watch --------------------------------------------------------------------------
     def watch_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
@@ -145,6 +151,10 @@ class Controller(abc.ABC, Generic[E]):
                 entry.trigger = trigger
                 self.triggered(entry)
                 self.wake(entry)
+            if not self._active and watched_status != entry.status:
+                # A standby follows what the leader writes; the leader keeps its own record.
+                entry.status = dict(watched_status)
+                self.status_observed(entry)
             return
         if entry is not None:
             self.forget(*key)
@@ -261,6 +271,8 @@ class Controller(abc.ABC, Generic[E]):
         )
 
     def _start(self, entry: E) -> None:
+        if not self._start_workers:
+            return
         entry.worker = ObjectWorker(
             kind=self.kind,
             name=f"{entry.ref.namespace}/{entry.ref.name}",

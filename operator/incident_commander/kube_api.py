@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -43,15 +43,16 @@ class SecretData:
     data: Mapping[str, bytes]
 
 
-def load_api_client() -> client.ApiClient:
-    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config, like kopf's login."""
+def load_api_client(identity: str | None = None) -> client.ApiClient:
+    """In-cluster service account first, then $KUBECONFIG / ~/.kube/config, like kopf's login.
+    The replica's ``identity`` goes into the User-Agent, so the audit log tells replicas apart."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except config.ConfigException:
         config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     api = client.ApiClient(configuration)
-    api.user_agent = f"{COMPONENT}/{__version__}"
+    api.user_agent = f"{COMPONENT}/{__version__}" + (f" ({identity})" if identity else "")
     return api
 
 
@@ -61,6 +62,10 @@ class Conflict(Exception):
 
 class AlreadyExists(Conflict):
     """A create found the name taken: by a concurrent writer, or by a Secret that is not ours."""
+
+
+class NotLeader(Exception):
+    """A write refused before it was sent: this replica does not lead (docs/ha.md)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,13 +94,33 @@ class StoredSecret:
         return {key: value.decode("utf-8", errors="replace") for key, value in self.data.items()}
 
 
-class KubeApi:
-    """Blocking adapter; callers on the event loop wrap calls in ``asyncio.to_thread``."""
+LEASES = ("coordination.k8s.io", "v1", "leases")
 
-    def __init__(self, api_client: client.ApiClient) -> None:
+
+class KubeApi:
+    """Blocking adapter; callers on the event loop wrap calls in ``asyncio.to_thread``.
+
+    ``writes_allowed`` fences every write to the objects the operator reconciles (status,
+    finalizers, Secrets, Events): a replica that does not lead refuses them before they are sent
+    (NotLeader). Leases are not fenced: electing a leader is how a replica comes to lead.
+    """
+
+    def __init__(
+        self, api_client: client.ApiClient, *, writes_allowed: Callable[[], bool] = lambda: True
+    ) -> None:
         self._api_client = api_client
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
+        self.writes_allowed = writes_allowed
+
+    def ping(self) -> None:
+        """One cheap request (the apiserver's version, readable by anyone): raises when it does
+        not answer within a few seconds."""
+        client.VersionApi(self._api_client).get_code(_request_timeout=(2, 4))
+
+    def _fence(self, what: str) -> None:
+        if not self.writes_allowed():
+            raise NotLeader(f"not the leader: {what} refused")
 
     def list_secret_bodies(
         self, namespaces: Sequence[str] | None, label_selector: str
@@ -164,6 +189,7 @@ class KubeApi:
         """Create (``resource_version`` None) or replace a Secret owned by ``owner``; return the new
         resourceVersion. Raises Conflict when someone else wrote it in between, AlreadyExists when a
         create finds the name taken."""
+        self._fence(f"writing Secret {namespace}/{name}")
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(
                 name=name,
@@ -234,6 +260,7 @@ class KubeApi:
         raise Conflict(f"Secret {namespace}/{name} could not be read or created")
 
     def delete_secret(self, namespace: str, name: str) -> None:
+        self._fence(f"deleting Secret {namespace}/{name}")
         try:
             self._core.delete_namespaced_secret(name, namespace)
         except ApiException as exc:
@@ -242,6 +269,7 @@ class KubeApi:
 
     def patch_finalizers(self, ref: ObjectRef, finalizers: list[str]) -> None:
         """Set ``metadata.finalizers`` (merge patch replaces the list)."""
+        self._fence(f"patching finalizers of {ref.namespace}/{ref.name}")
         try:
             self._custom.patch_namespaced_custom_object(
                 API_GROUP,
@@ -257,6 +285,7 @@ class KubeApi:
 
     def patch_status(self, ref: ObjectRef, status_patch: Mapping[str, Any]) -> dict[str, Any] | None:
         """Merge-patch ``status`` and return the stored status; None if the object is gone."""
+        self._fence(f"patching the status of {ref.namespace}/{ref.name}")
         try:
             obj = self._custom.patch_namespaced_custom_object_status(
                 API_GROUP, API_VERSION, ref.namespace, ref.plural, ref.name, {"status": dict(status_patch)}
@@ -269,6 +298,8 @@ class KubeApi:
 
     def post_event(self, ref: ObjectRef, *, type_: str, reason: str, message: str, now: datetime) -> None:
         """A core/v1 Event, as kubectl describe shows them. Failures are logged, never raised."""
+        if not self.writes_allowed():
+            return
         event = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
             involved_object=client.V1ObjectReference(
@@ -294,6 +325,53 @@ class KubeApi:
             logger.warning(
                 "could not post event %s for %s/%s: %s", reason, ref.namespace, ref.name, exc.reason
             )
+
+    # -- Leases (leader election and membership; not fenced) --------------------------------------
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self._custom.get_namespaced_custom_object(*LEASES[:2], namespace, LEASES[2], name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return dict(cast(dict[str, Any], found))
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Raises AlreadyExists when another replica created it first."""
+        try:
+            created = self._custom.create_namespaced_custom_object(
+                *LEASES[:2], namespace, LEASES[2], dict(body)
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise AlreadyExists(f"Lease {namespace}/{body['metadata']['name']} exists") from None
+            raise
+        return dict(cast(dict[str, Any], created))
+
+    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Raises Conflict when the Lease changed since ``body``'s resourceVersion was read."""
+        try:
+            replaced = self._custom.replace_namespaced_custom_object(
+                *LEASES[:2], namespace, LEASES[2], name, dict(body)
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise Conflict(f"Lease {namespace}/{name} changed concurrently") from None
+            raise
+        return dict(cast(dict[str, Any], replaced))
+
+    def delete_lease(self, namespace: str, name: str) -> None:
+        try:
+            self._custom.delete_namespaced_custom_object(*LEASES[:2], namespace, LEASES[2], name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        found = self._custom.list_namespaced_custom_object(
+            *LEASES[:2], namespace, LEASES[2], label_selector=label_selector
+        )
+        return list(cast(dict[str, Any], found).get("items") or [])
 
 
 def _stored(secret: Any) -> StoredSecret:

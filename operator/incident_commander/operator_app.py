@@ -24,6 +24,7 @@ from incident_commander.api.history import History
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.config import OperatorConfig
+from incident_commander.controller import Controller
 from incident_commander.credentials.integrity import KEY_SECRET_NAME, IntegrityKeyHolder
 from incident_commander.credentials.issuer import LABEL_MANAGED_BY, MANAGED_BY
 from incident_commander.kinds.awsconnection import handlers as awsconnection_handlers
@@ -33,7 +34,9 @@ from incident_commander.kinds.budgetpolicy.controller import BudgetController
 from incident_commander.kinds.incidentpolicy import handlers as incidentpolicy_handlers
 from incident_commander.kinds.incidentpolicy.controller import PolicyController
 from incident_commander.kube_api import KubeApi, load_api_client
+from incident_commander.leadership import LeaderElector, Membership
 from incident_commander.metrics import OperatorMetrics
+from incident_commander.readiness import Readiness, heartbeat
 from incident_commander.servers import HttpServers
 from incident_commander.telemetry.tracing import Tracing, disabled
 from incident_commander.watches import Watches
@@ -54,7 +57,8 @@ def apply_settings(settings: kopf.OperatorSettings, *, namespaced: bool = False)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=API_GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.WARNING
+    # kopf would post its handlers' warnings as Events: a write, also from a standby replica.
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -79,6 +83,8 @@ async def load_integrity_key(holder: IntegrityKeyHolder, kube: KubeApi, namespac
     attempt = 0
     while True:
         try:
+            # Any replica may create it (it is not a reconciled object); racing creates resolve to
+            # one key (kube_api.read_or_create_secret_field).
             await asyncio.to_thread(holder.load, kube, namespace)
             return
         except Exception as exc:  # the apiserver away, or RBAC missing: say which, and retry
@@ -94,18 +100,33 @@ async def load_integrity_key(holder: IntegrityKeyHolder, kube: KubeApi, namespac
             await asyncio.sleep(INTEGRITY_KEY_RETRY)
 
 
+async def first_listing(watches: Watches, kube: KubeApi, config: OperatorConfig) -> None:
+    """The first listing of every resource, retried until it works (readiness waits for it)."""
+    while not await watches.initial_sync(
+        kube,
+        namespaces=None if config.all_namespaces else config.namespaces,
+        secret_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
+    ):
+        await asyncio.sleep(INTEGRITY_KEY_RETRY)
+
+
 def build_registry(
     config: OperatorConfig, metrics: OperatorMetrics, tracing: Tracing | None = None
 ) -> kopf.OperatorRegistry:
     """A registry with every handler of this operator; ``tracing`` is shut down (flushed) at cleanup.
 
     The composition root: the three kinds' controllers and how they wake each other, the API and
-    its view of the cluster, the watches that feed them all, and the servers."""
+    its view of the cluster, the watches that feed them all, leadership, readiness and the servers."""
     registry = kopf.OperatorRegistry()
     tracing = tracing or disabled()
     tracer = tracing.tracer
-    kube = KubeApi(load_api_client())
+    elector: LeaderElector | None = None
+    kube = KubeApi(
+        load_api_client(config.identity),
+        writes_allowed=lambda: elector is None or elector.leading,
+    )
     integrity_key = IntegrityKeyHolder()
+    readiness = Readiness()
 
     connections = ConnectionController(
         kube=kube, metrics=metrics, client_cache=config.aws_client_cache, tracer=tracer
@@ -129,7 +150,34 @@ def build_registry(
     budgets.subscribe(policies.budget_changed)
     connections.subscribe(policies.connection_changed)
     connections.subscribe(budgets.connection_changed)
-    controllers = (connections, budgets, policies)
+    controllers: tuple[Controller[Any], ...] = (connections, budgets, policies)
+
+    def lead() -> None:
+        for controller in controllers:
+            controller.resume()
+
+    def stand_by() -> None:
+        for controller in controllers:
+            controller.pause()
+
+    membership: Membership | None = None
+    if config.leader_election is not None:
+        stand_by()  # until this replica leads
+        elector = LeaderElector(
+            kube,
+            namespace=config.state_namespace,
+            name=config.leader_election,
+            identity=config.identity,
+            on_started=lead,
+            on_stopped=stand_by,
+        )
+        membership = Membership(
+            kube,
+            namespace=config.state_namespace,
+            election=config.leader_election,
+            identity=config.identity,
+            ready=lambda: readiness.ready,
+        )
 
     history = History()
     api_metrics = ApiMetrics(metrics.registry)
@@ -151,6 +199,8 @@ def build_registry(
             budgets=BudgetBridge(budgets),
             body_timeout=config.api_idle_timeout,
             cors_origins=frozenset(config.cors_origins),
+            not_ready=readiness.reasons,
+            replicas=(lambda: membership.members) if membership is not None else (lambda: 1),
         )
     )
     if tracing.enabled:
@@ -163,17 +213,20 @@ def build_registry(
     incidentpolicy_handlers.subscribe(watches, policies)
     api_watching.subscribe(watches, directory=directory, keyring=keyring)
     watches.register(registry)
+    background: list[asyncio.Task[None]] = []
 
     @kopf.on.startup(registry=registry)
     async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         apply_settings(settings, namespaced=not config.all_namespaces)
+        await servers.start()  # first: liveness answers, and the API answers 503 until ready
+        background.append(asyncio.create_task(heartbeat(kube, readiness), name="heartbeat"))
         await load_integrity_key(integrity_key, kube, config.state_namespace)
-        await watches.initial_sync(
-            kube,
-            namespaces=None if config.all_namespaces else config.namespaces,
-            secret_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}",
-        )
-        await servers.start()
+        readiness.key_loaded = True
+        await first_listing(watches, kube, config)
+        readiness.synced = True
+        if elector is not None and membership is not None:
+            background.append(asyncio.create_task(elector.run(), name="leader election"))
+            background.append(asyncio.create_task(membership.run(), name="membership"))
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -186,6 +239,9 @@ def build_registry(
     async def shutdown(**_: Any) -> None:
         for controller in reversed(controllers):
             await controller.close()
+        for task in background:  # the elector releases the Lease: the next leader takes over at once
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await servers.stop()
         await asyncio.to_thread(tracing.shutdown)
 

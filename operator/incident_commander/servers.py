@@ -23,6 +23,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -104,11 +105,15 @@ class HttpServers:
     metrics: OperatorMetrics
     api: web.Application
     api_metrics: ApiMetrics | None = None
+    liveness_port: int = 0
+    """The liveness port as bound (the configured one, or the free one picked for port 0)."""
     _runners: list[web.AppRunner] = field(default_factory=list)
     _listeners: list[asyncio.Server] = field(default_factory=list)
 
     async def start(self) -> None:
-        """Listen on the configured ports; a port of 0 disables that server."""
+        """Listen on the configured ports; a metrics or API port of 0 disables that server, a
+        liveness port of 0 takes any free port."""
+        await self._liveness()
         tls = None
         if self.config.tls_cert_file and self.config.tls_key_file:
             tls = tls_context(self.config.tls_cert_file, self.config.tls_key_file)
@@ -127,9 +132,31 @@ class HttpServers:
             )
             await self._listen("api", runner, self.config.api_port, tls, self.config.api_max_connections)
 
+    async def _liveness(self) -> None:
+        """``/healthz`` for the kubelet: the process and its event loop answer. Not the API's
+        readiness: a replica cut off from Kubernetes is not ready, but restarting it would not help."""
+        url = urlsplit(self.config.liveness_endpoint)
+
+        async def alive(_: web.Request) -> web.Response:
+            return web.json_response({"status": "ok"})
+
+        app = web.Application()
+        app.router.add_get(url.path or "/healthz", alive)
+        runner = web.AppRunner(app, access_log=None)
+        self.liveness_port = await self._listen(
+            "liveness", runner, url.port or 0, None, None, host=url.hostname or self.config.bind_address
+        )
+
     async def _listen(
-        self, name: str, runner: web.AppRunner, port: int, context: ssl.SSLContext | None, cap: int | None
-    ) -> None:
+        self,
+        name: str,
+        runner: web.AppRunner,
+        port: int,
+        context: ssl.SSLContext | None,
+        cap: int | None,
+        *,
+        host: str | None = None,
+    ) -> int:
         await runner.setup()
         self._runners.append(runner)
         assert runner.server is not None
@@ -144,12 +171,13 @@ class HttpServers:
             if metrics is not None:
                 metrics.connections.set_function(capped.open_connections)
             factory = capped
-        listener = await asyncio.get_running_loop().create_server(
-            factory, self.config.bind_address, port, ssl=context
-        )
+        host = host or self.config.bind_address
+        listener = await asyncio.get_running_loop().create_server(factory, host, port, ssl=context)
         self._listeners.append(listener)
+        bound = int(listener.sockets[0].getsockname()[1]) if listener.sockets else port
         scheme = "https" if context else "http"
-        logger.info("%s server listening on %s://%s:%d", name, scheme, self.config.bind_address, port)
+        logger.info("%s server listening on %s://%s:%d", name, scheme, host, bound)
+        return bound
 
     async def stop(self) -> None:
         """Close the listeners and finish requests in flight."""

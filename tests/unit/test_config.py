@@ -8,7 +8,16 @@ def test_defaults_watch_all_namespaces_with_json_logs() -> None:
     config = config_from_args(["run"], environ={})
     assert config.all_namespaces and config.namespaces == ()
     assert (config.metrics_port, config.api_port, config.log_format) == (9090, 8443, "json")
-    assert config.peering_name is None
+    assert config.leader_election is None
+    assert config.liveness_endpoint == "http://0.0.0.0:8080/healthz"
+
+
+def test_liveness_follows_the_bind_address_unless_given() -> None:
+    assert config_from_args(["run", "--bind-address", "127.0.0.1"], environ={}).liveness_endpoint == (
+        "http://127.0.0.1:8080/healthz"
+    )
+    given = config_from_args(["run", "--liveness", "http://127.0.0.1:0/healthz"], environ={})
+    assert given.liveness_endpoint == "http://127.0.0.1:0/healthz"
 
 
 def test_namespaces_flag_narrows_the_scope() -> None:
@@ -34,11 +43,20 @@ def test_bad_log_format_is_refused() -> None:
         config_from_args(["run", "--log-format", "xml"], environ={})
 
 
-def test_peering_priority_from_flag_env_or_random() -> None:
-    assert config_from_args(["run", "--peering-priority", "7"], environ={}).peering_priority == 7
-    assert config_from_args(["run"], environ={"IC_PEERING_PRIORITY": "9"}).peering_priority == 9
-    drawn = {config_from_args(["run"], environ={}).peering_priority for _ in range(20)}
-    assert len(drawn) > 1 and all(p > 0 for p in drawn)
+def test_leader_election_from_flags_env_or_the_old_peering_flag() -> None:
+    assert config_from_args(["run", "--leader-elect"], environ={}).leader_election == "incident-commander"
+    assert (
+        config_from_args(["run", "--leader-election-id", "shard-a"], environ={}).leader_election == "shard-a"
+    )
+    assert (
+        config_from_args(["run"], environ={"IC_LEADER_ELECT": "true"}).leader_election == "incident-commander"
+    )
+    assert config_from_args(["run", "--peering", "old"], environ={}).leader_election == "old"
+
+
+def test_each_replica_gets_its_own_identity_from_its_pod() -> None:
+    drawn = {config_from_args(["run"], environ={"K8S_POD_NAME": "ic-7f9"}).identity for _ in range(10)}
+    assert len(drawn) == 10 and all(identity.startswith("ic-7f9-") for identity in drawn)
 
 
 def test_tls_needs_both_files() -> None:
@@ -48,9 +66,9 @@ def test_tls_needs_both_files() -> None:
     assert (config.tls_cert_file, config.tls_key_file) == ("/c.pem", "/k.pem")
 
 
-def test_ledger_refresh_is_short_with_peering_and_long_standalone() -> None:
+def test_ledger_refresh_is_short_with_leader_election_and_long_standalone() -> None:
     assert config_from_args(["run"], environ={}).ledger_refresh.total_seconds() == 600
-    assert config_from_args(["run", "--peering", "p"], environ={}).ledger_refresh.total_seconds() == 5
+    assert config_from_args(["run", "--leader-elect"], environ={}).ledger_refresh.total_seconds() == 1
     assert (
         config_from_args(["run", "--ledger-refresh", "30s"], environ={}).ledger_refresh.total_seconds() == 30
     )

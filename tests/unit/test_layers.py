@@ -15,7 +15,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("controller", "watches"),
     ("budget",),
     ("aws", "credentials", "storage"),
-    ("status", "workers", "relist"),
+    ("status", "workers", "relist", "readiness", "leadership"),
     (
         "kube_api",
         "kept_objects",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import kopf
 
 from incident_commander.operator_app import apply_settings
@@ -12,7 +10,7 @@ from incident_commander.operator_app import apply_settings
 def test_settings_post_only_our_events_and_let_idle_workers_go_soon() -> None:
     settings = kopf.OperatorSettings()
     apply_settings(settings)
-    assert settings.posting.level == logging.WARNING
+    assert settings.posting.enabled is False  # a standby replica must write nothing
     assert settings.queueing.idle_timeout == 1.0
     assert settings.scanning.disabled is False
 

@@ -29,6 +29,7 @@ ContextHandler = Callable[[web.Request, ApiContext], Awaitable[web.Response]]
 
 ROUTES: tuple[tuple[str, str, ContextHandler], ...] = (
     ("POST", "/v1/token", credentials.token),
+    ("POST", "/v1/token/refresh", credentials.refresh),
     ("GET", "/v1/jwks/{namespace}/{policy}", credentials.jwks),
     ("POST", "/v1/route", routing.route),
     ("POST", "/v1/usage", usage.usage),
@@ -37,7 +38,7 @@ ROUTES: tuple[tuple[str, str, ContextHandler], ...] = (
     ("GET", "/v1/history", reads.history),
     ("GET", "/v1/openapi.json", meta.document),
     ("GET", "/readyz", meta.ready),
-    ("GET", "/healthz", meta.ready),
+    ("GET", "/healthz", meta.alive),
 )
 """Every route: method, path template, handler. Adding a route is one line here (and the
 OpenAPI document, api/openapi.py, which a test compares with this table)."""

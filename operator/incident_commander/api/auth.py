@@ -13,11 +13,13 @@ from aiohttp import web
 from incident_commander.api.context import ApiContext, ApiError, route_label
 from incident_commander.api.directory import PolicyView
 from incident_commander.api.principal import PRINCIPAL, AuthFailure, Principal
-from incident_commander.api.ratelimit import retry_after_header
+from incident_commander.api.ratelimit import ratelimit_headers, retry_after_header, share
 from incident_commander.api.tokens import SignatureCheckDeferred, verify_token
 from incident_commander.kinds.incidentpolicy.spec import TokenSettings
 
 REALM = 'realm="incident-commander"'
+RATE_HEADERS = web.RequestKey("rate_headers", dict[str, str])
+"""The RateLimit fields of a request that was charged, for the middleware to add to the answer."""
 
 
 def challenge(error: str | None, *, api_key_only: bool) -> str:
@@ -102,8 +104,9 @@ def charge(
     request: web.Request, ctx: ApiContext, principal: Principal, view: PolicyView, cost: float = 1.0
 ) -> None:
     """Take ``cost`` tokens from the client's bucket (the policy's ``auth.rateLimit``) or answer 429."""
-    limit = view.spec.rate_limit
+    limit = share(view.spec.rate_limit, ctx.replicas())
     verdict = ctx.limiter.take(principal.rate_key, limit, ctx.monotonic(), cost)
+    headers = ratelimit_headers(limit, verdict)
     if not verdict.allowed:
         ctx.metrics.rate_limited.labels(route=route_label(request)).inc()
         security_log(request, ctx, "rate_limited", "token_bucket_empty", principal)
@@ -111,8 +114,9 @@ def charge(
             429,
             "TooManyRequests",
             f"rate limit of {limit.per_minute}/min (burst {limit.burst}) exceeded",
-            headers={"Retry-After": retry_after_header(verdict.retry_after)},
+            headers={"Retry-After": retry_after_header(verdict.retry_after), **headers},
         )
+    request[RATE_HEADERS] = headers
 
 
 def admit(

@@ -85,6 +85,11 @@ class ApiContext:
     body_timeout: float = 10.0
     """Seconds the whole body may take to arrive (a slow client holds a connection and a buffer)."""
     failures: FailureGuard = field(default_factory=FailureGuard)
+    not_ready: Callable[[], list[str]] = list
+    """Why this replica's view may not be current (readiness.Readiness.reasons); empty when it is.
+    While it is not empty, every route but the probes and the OpenAPI document answers 503."""
+    replicas: Callable[[], int] = lambda: 1
+    """Ready replicas serving the API (leadership.Membership): each takes its share of a rate limit."""
     security_log: SampledLog = field(
         default_factory=lambda: SampledLog(logger, per_window=SECURITY_LOG_LINES, window=60.0)
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from incident_commander.api.auth import RATE_HEADERS
 from incident_commander.api.context import ApiContext, ApiError, error_response, route_label
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.api.principal import PRINCIPAL, Principal
@@ -21,6 +22,8 @@ from incident_commander.api.principal import PRINCIPAL, Principal
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ALWAYS_ANSWERED = frozenset({"/readyz", "/healthz", "/v1/openapi.json"})
+"""Routes that answer whatever the replica's state: the probes and the API's description."""
 
 
 def _cors_headers(origin: str) -> dict[str, str]:
@@ -69,8 +72,14 @@ def build_middlewares(ctx: ApiContext) -> list[Any]:
         started = time.perf_counter()
         origin = request.headers.get("Origin")
         allowed = origin is not None and origin in ctx.cors_origins
-        response: web.StreamResponse
-        if request.method == "OPTIONS" and origin is not None:
+        reasons = ctx.not_ready()
+        if reasons and route_label(request) not in ALWAYS_ANSWERED:
+            # Fail closed: answering from a view that may be stale could accept a revoked key or
+            # route under a Halt. Retry another replica, or this one in a moment.
+            response: web.StreamResponse = error_response(
+                503, "NotReady", f"this replica is not ready: {'; '.join(reasons)}", {"Retry-After": "2"}
+            )
+        elif request.method == "OPTIONS" and origin is not None:
             response = (
                 web.Response(status=204, headers=_cors_headers(origin))
                 if allowed
@@ -80,6 +89,9 @@ def build_middlewares(ctx: ApiContext) -> list[Any]:
             response = await _answer(request, handler, ctx)
         if allowed and origin is not None:
             response.headers.update(_cors_headers(origin))
+        rate = request.get(RATE_HEADERS)
+        if rate is not None:
+            response.headers.update(rate)
         principal = request.get(PRINCIPAL)
         role = principal.role if isinstance(principal, Principal) else "anonymous"
         counters.observe(

@@ -217,8 +217,29 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+_NOT_READY = _error(
+    "This replica's view is not current yet (starting, or cut off from Kubernetes): retry, here or "
+    "on another replica.",
+    headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
+)
+_SLOW_BODY = _error("The body did not arrive within the idle timeout.")
+
+
 def document() -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every route."""
+    """The OpenAPI 3.1 document of every route: every route but the probes and this document may
+    answer 503 while the replica is not ready, and every route with a body 408."""
+    built = _document()
+    for path, item in built["paths"].items():
+        for operation in item.values():
+            responses = operation["responses"]
+            if path not in ("/readyz", "/healthz", "/v1/openapi.json"):
+                responses.setdefault("503", _NOT_READY)
+            if "requestBody" in operation:
+                responses.setdefault("408", _SLOW_BODY)
+    return built
+
+
+def _document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
@@ -256,6 +277,21 @@ def document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/token/refresh": {
+                "post": {
+                    "summary": "A new JWT for a valid one, while its API key is the client's current key",
+                    "operationId": "refreshToken",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": _json(
+                            _ref("Token"), "A new signed token; the old one stays valid until it expires."
+                        ),
+                        "401": _UNAUTHORIZED,
+                        "429": _RATE_LIMITED,
+                        "503": _error("The policy has no signing key yet, or this replica is not ready."),
+                    },
+                }
+            },
             "/v1/jwks/{namespace}/{policy}": {
                 "get": {
                     "summary": "The policy's public signing keys",
@@ -266,8 +302,10 @@ def document() -> dict[str, Any]:
                         {"name": "policy", "in": "path", "required": True, "schema": _NAME},
                     ],
                     "responses": {
-                        "200": _json(_ref("Jwks"), "A JSON Web Key Set."),
-                        "404": _error("No such policy, or no keys yet."),
+                        "200": _json(
+                            _ref("Jwks"),
+                            "A JSON Web Key Set; empty for a policy without keys or that does not exist.",
+                        ),
                     },
                 }
             },

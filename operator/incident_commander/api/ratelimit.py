@@ -22,6 +22,10 @@ class Verdict:
     allowed: bool
     retry_after: float
     """Seconds until the request would be allowed (0 when allowed)."""
+    remaining: float = 0.0
+    """Tokens left in the bucket after this request."""
+    full_in: float = 0.0
+    """Seconds until the bucket is full again."""
 
 
 class TokenBucket:
@@ -34,13 +38,22 @@ class TokenBucket:
         self._refill(now)
         if self._tokens >= cost:
             self._tokens -= cost
-            return Verdict(allowed=True, retry_after=0.0)
+            return self._verdict(True, 0.0)
         # A cost above the burst can never be paid in one go; let it through at the refill pace.
         missing = min(cost, float(self.limit.burst)) - self._tokens
         if missing <= 0:
             self._tokens -= cost
-            return Verdict(allowed=True, retry_after=0.0)
-        return Verdict(allowed=False, retry_after=missing / self.limit.rate)
+            return self._verdict(True, 0.0)
+        return self._verdict(False, missing / self.limit.rate)
+
+    def _verdict(self, allowed: bool, retry_after: float) -> Verdict:
+        left = max(0.0, self._tokens)
+        return Verdict(
+            allowed=allowed,
+            retry_after=retry_after,
+            remaining=left,
+            full_in=(float(self.limit.burst) - left) / self.limit.rate,
+        )
 
     def peek(self, now: float) -> Verdict:
         self._refill(now)
@@ -85,6 +98,16 @@ class RateLimiter:
         return bucket.peek(now)
 
 
+def ratelimit_headers(limit: RateLimit, verdict: Verdict) -> dict[str, str]:
+    """The IETF ``RateLimit-Policy`` and ``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers):
+    the policy is ``q`` requests per ``w`` seconds (this replica's share of the client's limit);
+    ``r`` requests remain now and ``t`` seconds bring the bucket back to full."""
+    return {
+        "RateLimit-Policy": f'"client";q={limit.per_minute};w=60;burst={limit.burst}',
+        "RateLimit": f'"client";r={math.floor(verdict.remaining)};t={math.ceil(verdict.full_in)}',
+    }
+
+
 def retry_after_header(seconds: float) -> str:
     """``Retry-After`` takes whole seconds; round up so a client that obeys it succeeds."""
     return str(max(1, math.ceil(seconds)))
@@ -115,3 +138,15 @@ class FailureGuard:
     def may_verify(self, address: str, now: float) -> Verdict:
         """Allowed while the address still has failures to spend; else when it will again."""
         return self._limiter.peek(address, self._limit, now)
+
+
+def share(limit: RateLimit, replicas: int) -> RateLimit:
+    """One replica's part of a client's limit when ``replicas`` serve it behind one Service.
+
+    Each replica refills at rate/N and holds burst/N (rounded down, at least 1), so the client
+    gets the configured rate in total whichever replica its requests reach; a client whose
+    requests all reach one replica gets only that replica's share (docs/ha.md explains the
+    trade-off against a shared counter)."""
+    if replicas <= 1:
+        return limit
+    return RateLimit(per_minute=max(1, limit.per_minute // replicas), burst=max(1, limit.burst // replicas))

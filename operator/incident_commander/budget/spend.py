@@ -69,6 +69,18 @@ def restore(
     )
 
 
+def stored_ledger(status: Mapping[str, Any], period_start: datetime) -> Decimal | None:
+    """The ledger total the status shows for the period starting at ``period_start``, if it does."""
+    start = parse_time_or_none((status.get("period") or {}).get("start"))
+    ledger = (status.get("spend") or {}).get("ledger")
+    if start != period_start or ledger is None:
+        return None
+    try:
+        return Decimal(str(ledger))
+    except InvalidOperation:
+        return None
+
+
 def due(state: CostExplorerState, spec: BudgetSpec, period_start: datetime) -> datetime | None:
     """When the next query is due; None when this budget never queries Cost Explorer."""
     if calc.cost_query(spec.filter).skip:

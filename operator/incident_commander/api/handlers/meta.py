@@ -13,4 +13,13 @@ async def document(request: web.Request, ctx: ApiContext) -> web.Response:
 
 
 async def ready(request: web.Request, ctx: ApiContext) -> web.Response:
+    """503 while this replica's view may not be current (readiness.py), so a Service skips it."""
+    reasons = ctx.not_ready()
+    if reasons:
+        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+    return web.json_response({"status": "ok"})
+
+
+async def alive(request: web.Request, ctx: ApiContext) -> web.Response:
+    """The process answers: the kubelet restarts it when this fails, not when the API is away."""
     return web.json_response({"status": "ok"})

@@ -13,6 +13,7 @@ connection, and a deleted connection's clients are dropped with its entry.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Mapping
 from concurrent.futures import Executor
@@ -36,6 +37,8 @@ from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import Assessment
 from incident_commander.telemetry.tracing import NOOP_TRACER
+
+logger = logging.getLogger(__name__)
 
 KIND = "AwsConnection"
 PLURAL = "awsconnections"
@@ -75,6 +78,8 @@ class Connection(Entry):
     probed: bool = False
     """Whether this process has finished a probe round for the connection."""
     seen: float = field(default_factory=time.monotonic)
+    preparing: asyncio.Task[None] | None = None
+    """On a standby: the background build of the clients (reads the Secret, writes nothing)."""
 
     def breaker(self, service: str) -> CircuitBreaker:
         if service not in self.breakers:
@@ -101,8 +106,16 @@ class ConnectionController(Controller[Connection]):
         client_cache: int = DEFAULT_CLIENT_CACHE,
         tracer: Tracer = NOOP_TRACER,
         probe: Prober = probe_service,
+        start_workers: bool = True,
     ) -> None:
-        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer, threads=threads)
+        super().__init__(
+            kube=kube,
+            metrics=metrics,
+            clock=clock,
+            tracer=tracer,
+            threads=threads,
+            start_workers=start_workers,
+        )
         self._heartbeat = heartbeat
         self._probe_service = probe
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
@@ -165,11 +178,53 @@ class ConnectionController(Controller[Connection]):
             if connection is not None:
                 connection.secret_stale = True
                 self.wake(connection)
+                self._prepare(connection)
+
+    # -- a standby's connections: clients for the API, no probes, no writes ------------------------
+    def observe(self, body: Mapping[str, Any]) -> None:
+        super().observe(body)
+        meta = body["metadata"]
+        connection = self.entry(str(meta["namespace"]), str(meta["name"]))
+        if connection is not None:
+            self._prepare(connection)
+
+    def status_observed(self, entry: Connection) -> None:
+        account = entry.status.get("accountId")
+        entry.account_id = str(account) if account else entry.account_id
+
+    def _prepare(self, connection: Connection) -> None:
+        """On a standby, build the clients the leader's status says work, so usage recorded on this
+        replica reaches DynamoDB (the leader probes; a standby only reads the Secret)."""
+        if self.active or connection.spec is None:
+            return
+        if (
+            connection.clients is not None
+            and not connection.secret_stale
+            and connection.clients.spec == connection.spec
+        ):
+            return
+        if connection.preparing is not None and not connection.preparing.done():
+            return
+        connection.preparing = asyncio.create_task(
+            self._prepare_clients(connection), name=f"clients {connection.key}"
+        )
+
+    async def _prepare_clients(self, connection: Connection) -> None:
+        spec = connection.spec
+        if spec is None:
+            return
+        try:
+            await self._clients(connection, spec)
+        except CredentialsError:
+            connection.clients, connection.clients_key = None, None
+        except Exception as exc:  # the apiserver away: the next event or the leader's status retries
+            logger.warning("building clients of %s/%s: %s", *connection.key, type(exc).__name__)
 
     # -- the controller's hooks --------------------------------------------------------------------
     def new_entry(self, ref: ObjectRef, body: Mapping[str, Any], status: dict[str, Any]) -> Connection:
         connection = Connection(ref=ref, body=body, status=status)
         self._set_spec(connection)
+        self.status_observed(connection)
         return connection
 
     def triggered(self, entry: Connection) -> None:
@@ -177,6 +232,8 @@ class ConnectionController(Controller[Connection]):
 
     def forgotten(self, entry: Connection) -> None:
         self._unindex(entry)
+        if entry.preparing is not None:
+            entry.preparing.cancel()
         if entry.clients is not None:
             entry.clients.close()
         if entry.spec is not None:

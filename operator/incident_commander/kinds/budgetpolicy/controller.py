@@ -197,8 +197,16 @@ class BudgetController(Controller[Budget]):
         tracer: Tracer = NOOP_TRACER,
         ledger_refresh: float = LEDGER_REFRESH,
         backend: BudgetBackend | None = None,
+        start_workers: bool = True,
     ) -> None:
-        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer, threads=threads)
+        super().__init__(
+            kube=kube,
+            metrics=metrics,
+            clock=clock,
+            tracer=tracer,
+            threads=threads,
+            start_workers=start_workers,
+        )
         self._connections = connections
         self._backend = backend or DynamoDbAndCostExplorer(table)
         self._ledger_refresh = ledger_refresh

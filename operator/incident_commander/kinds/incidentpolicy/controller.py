@@ -131,8 +131,9 @@ class PolicyController(Controller[Policy]):
         tracer: Tracer = NOOP_TRACER,
         integrity_key: Callable[[], IntegrityKey] | None = None,
         storage: Storage | None = None,
+        start_workers: bool = True,
     ) -> None:
-        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer)
+        super().__init__(kube=kube, metrics=metrics, clock=clock, tracer=tracer, start_workers=start_workers)
         self._connections = connections
         self._deletion_timeout = deletion_timeout
         self._budget_state = budget_state or (lambda _namespace, _name: None)

@@ -90,12 +90,12 @@ class Env:
 def env() -> Iterator[Env]:
     kube, prober = FakeKube(), FakeProber()
     controller = ConnectionController(
+        start_workers=False,  # the tests run the passes themselves
         kube=kube,  # type: ignore[arg-type]
         metrics=OperatorMetrics(),
         clock=lambda: NOW,
         probe=prober,
     )
-    controller.pause()
     notified: list[tuple[str, str]] = []
     controller.subscribe(lambda ns, name: notified.append((ns, name)))
     kube.put_secret(NS, "keys", {"AWS_ACCESS_KEY_ID": "AKIA", "AWS_SECRET_ACCESS_KEY": "s3cr3t"})

@@ -134,13 +134,13 @@ def env() -> Iterator[Env]:
     kube, connections, backend = FakeKube(), FakeConnections(), FakeBackend()
     now = [START + timedelta(days=3)]
     controller = BudgetController(
+        start_workers=False,  # the tests run the passes themselves
         kube=kube,  # type: ignore[arg-type]
         connections=connections,
         metrics=OperatorMetrics(),
         clock=lambda: now[0],
         backend=backend,
     )
-    controller.pause()
     notified: list[tuple[str, str]] = []
     controller.subscribe(lambda ns, name: notified.append((ns, name)))
     connections.ready(NS)
@@ -250,13 +250,13 @@ def test_a_restart_takes_over_the_cost_explorer_figure_from_status(env: Env) -> 
     env.backend.figure = CostFigure(amount=Decimal("4"), currencies=frozenset({"USD"}), requests=1)
     env.run(entry)
     restarted = BudgetController(
+        start_workers=False,
         kube=env.kube,  # type: ignore[arg-type]
         connections=env.connections,
         metrics=OperatorMetrics(),
         clock=lambda: env.now[0],
         backend=env.backend,
     )
-    restarted.pause()
     restarted.observe({**body(), "status": env.status()})
     writes = len(env.kube.writes)
     again = restarted.entry(NS, "b")

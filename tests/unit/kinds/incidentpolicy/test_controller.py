@@ -109,6 +109,7 @@ def env() -> Iterator[Env]:
     kube, connections, storage = FakeKube(), FakeConnections(), FakeStorage()
     budgets: dict[str, BudgetState] = {}
     controller = PolicyController(
+        start_workers=False,  # the tests run the passes themselves
         kube=kube,  # type: ignore[arg-type]
         connections=connections,
         metrics=OperatorMetrics(),
@@ -117,7 +118,6 @@ def env() -> Iterator[Env]:
         integrity_key=IntegrityKeyHolder(KEY).require,
         storage=storage,
     )
-    controller.pause()  # the tests run passes themselves
     connections.ready(NS)
     yield Env(kube=kube, connections=connections, storage=storage, controller=controller, budgets=budgets)
     asyncio.run(controller.close())
@@ -162,6 +162,7 @@ def test_a_restart_keeps_the_stored_storage_condition_while_the_connection_warms
     env.run(env.observe())
     stored = env.status()
     restarted = PolicyController(
+        start_workers=False,
         kube=env.kube,  # type: ignore[arg-type]
         connections=env.connections,
         metrics=OperatorMetrics(),
@@ -169,7 +170,6 @@ def test_a_restart_keeps_the_stored_storage_condition_while_the_connection_warms
         integrity_key=IntegrityKeyHolder(KEY).require,
         storage=env.storage,
     )
-    restarted.pause()
     restarted.observe({**body(), "status": stored})
     env.connections.warming = True
     writes = len(env.kube.writes)
