@@ -49,6 +49,9 @@ class FakeKube:
     """One line per write, in order: ``patch_status incidentpolicies ns/name`` and so on."""
     gone: set[tuple[str, str, str]] = field(default_factory=set)
     """Objects deleted meanwhile: their status patches answer None, as a 404 would."""
+    leases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    reachable: bool = True
+    """False: every call raises, as when the apiserver is away."""
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- status, finalizers, Events ----------------------------------------------------------------
@@ -176,3 +179,50 @@ class FakeKube:
             "type": stored.type,
             "data": {k: base64.b64encode(v).decode() for k, v in stored.data.items()},
         }
+
+    # -- Leases --------------------------------------------------------------------------------------
+    def _reach(self) -> None:
+        if not self.reachable:
+            raise ConnectionError("the apiserver is away")
+
+    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self._reach()
+        found = self.leases.get((namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._reach()
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.leases:
+            raise AlreadyExists(f"Lease {namespace}/{name} exists")
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.leases[(namespace, name)] = stored
+        self.writes.append(f"create_lease {namespace}/{name}")
+        return copy.deepcopy(stored)
+
+    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        self._reach()
+        existing = self.leases.get((namespace, name))
+        if existing is None or existing["metadata"]["resourceVersion"] != body["metadata"].get(
+            "resourceVersion"
+        ):
+            raise Conflict(f"Lease {namespace}/{name} changed concurrently")
+        stored = copy.deepcopy(dict(body))
+        stored["metadata"]["resourceVersion"] = str(next(self._versions))
+        self.leases[(namespace, name)] = stored
+        self.writes.append(f"replace_lease {namespace}/{name}")
+        return copy.deepcopy(stored)
+
+    def delete_lease(self, namespace: str, name: str) -> None:
+        self._reach()
+        self.leases.pop((namespace, name), None)
+
+    def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self._reach()
+        key, _, value = label_selector.partition("=")
+        return [
+            copy.deepcopy(lease)
+            for (ns, _), lease in sorted(self.leases.items())
+            if ns == namespace and (lease["metadata"].get("labels") or {}).get(key) == value
+        ]

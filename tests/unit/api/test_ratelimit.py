@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from incident_commander.api.ratelimit import FailureGuard, RateLimiter, TokenBucket, retry_after_header
+from incident_commander.api.ratelimit import (
+    FailureGuard,
+    RateLimiter,
+    TokenBucket,
+    ratelimit_headers,
+    retry_after_header,
+    share,
+)
 from incident_commander.kinds.incidentpolicy.spec import RateLimit as Limit
 
 LIMIT = Limit(per_minute=60, burst=5)  # one token per second
@@ -77,3 +84,19 @@ def test_failures_per_address_defer_signature_checks_until_they_refill() -> None
     assert not verdict.allowed and verdict.retry_after == pytest.approx(1.0)
     assert guard.may_verify("10.0.0.2", 0.0).allowed  # another address is not affected
     assert guard.may_verify("10.0.0.1", 1.0).allowed  # one failure's worth refilled
+
+
+def test_each_ready_replica_takes_its_share_of_a_limit() -> None:
+    limit = Limit(per_minute=1200, burst=10)
+    assert share(limit, 1) is limit
+    assert share(limit, 3) == Limit(per_minute=400, burst=3)
+    assert share(Limit(per_minute=2, burst=1), 5) == Limit(per_minute=1, burst=1)  # never zero
+
+
+def test_ratelimit_headers_say_what_is_left_and_when_it_is_full() -> None:
+    limit = Limit(per_minute=60, burst=5)
+    bucket = TokenBucket(limit, now=0.0)
+    verdict = bucket.take(0.0)
+    headers = ratelimit_headers(limit, verdict)
+    assert headers["RateLimit-Policy"] == '"client";q=60;w=60;burst=5'
+    assert headers["RateLimit"] == '"client";r=4;t=1'

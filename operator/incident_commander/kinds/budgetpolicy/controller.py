@@ -268,14 +268,38 @@ class BudgetController(Controller[Budget]):
     def new_entry(self, ref: ObjectRef, body: Mapping[str, Any], status: dict[str, Any]) -> Budget:
         budget = Budget(ref=ref, body=body, status=status)
         self._set_spec(budget)
-        if budget.spec is not None:
-            budget.cost_explorer = spend.restore(
-                status, budget.spec, generation=budget.generation, now=self.clock()
-            )
+        self.status_observed(budget)
+        if budget.state is not None:
+            budget.notified = _published(budget.state)  # nothing changed for the policies yet
         return budget
 
     def triggered(self, entry: Budget) -> None:
         self._set_spec(entry)
+        if not self.active:
+            self.status_observed(entry)
+
+    def status_observed(self, entry: Budget) -> None:
+        """The budget's state from its status, so a restarted or standby replica enforces from
+        the first request what the leader last evaluated (docs/ha.md): the Cost Explorer figure
+        as stored, the ledger total never below what this replica itself has seen, and the
+        current spec's thresholds, enforcement mode and break-glass."""
+        spec = entry.spec
+        if spec is None:
+            return
+        now = self.clock()
+        period = calc.period_bounds(spec.period, now)
+        entry.cost_explorer = spend.restore(entry.status, spec, generation=entry.generation, now=now)
+        stored = spend.stored_ledger(entry.status, period[0])
+        if stored is not None:
+            entry.ledger = usage.merged(entry.ledger, period[0], stored)
+        elif entry.ledger.period != period[0]:
+            return  # nothing evaluated for this period yet: no state rather than a guessed one
+        previous = _published(entry.state)
+        break_glass, _ = calc.parse_break_glass(entry.annotations.get(BREAK_GLASS_ANNOTATION), now)
+        entry.cost_explorer = spend.rolled_over(entry.cost_explorer, period[0])
+        self._evaluate(entry, spec, period, now, break_glass)
+        if not self.active and _published(entry.state) != previous:
+            self.notify(entry.ref.namespace, entry.ref.name)
 
     def forgotten(self, entry: Budget) -> None:
         self.metrics.forget_budget(entry.ref.namespace, entry.ref.name)

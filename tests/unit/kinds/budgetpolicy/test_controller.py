@@ -265,3 +265,40 @@ def test_a_restart_takes_over_the_cost_explorer_figure_from_status(env: Env) -> 
     assert env.backend.ce_calls == 1, "a restart does not buy another Cost Explorer request"
     assert env.kube.writes[writes:] == [], "and writes nothing when nothing changed"
     asyncio.run(restarted.close())
+
+
+def test_a_standby_enforces_what_the_leaders_status_says_and_its_own_recorded_usage() -> None:
+    kube, connections, backend = FakeKube(), FakeConnections(), FakeBackend()
+    now = START + timedelta(days=3)
+    connections.ready(NS)
+    standby = BudgetController(
+        kube=kube,  # type: ignore[arg-type]
+        connections=connections,
+        metrics=OperatorMetrics(),
+        clock=lambda: now,
+        backend=backend,
+    )
+    standby.pause()
+    leader_status = {
+        "observedGeneration": 1,
+        "period": {"start": "2026-12-01T00:00:00Z", "end": "2027-01-01T00:00:00Z"},
+        "spend": {"actual": "0", "ledger": "9.00", "total": "9.00"},
+        "lastCostExplorerQuery": "2026-12-03T23:00:00Z",
+    }
+    standby.observe({**body(filter={"services": ["Amazon Bedrock"]}), "status": leader_status})
+    state = standby.state(NS, "b")
+    assert state is not None and state.phase == "Critical" and state.enforced_action == "Downgrade"
+
+    async def report_here() -> None:
+        await standby.record_usage(NS, "b", report(2000, key="on-the-standby"))
+
+    backend.totals[("b", START)] = Decimal("9.00")
+    asyncio.run(report_here())
+    assert standby.state(NS, "b").enforced_action == "Halt"  # type: ignore[union-attr]
+    # The leader's next status still shows its older figure: the standby does not go back.
+    standby.observe(
+        {**body(filter={"services": ["Amazon Bedrock"]}), "status": {**leader_status, "lastEvaluated": "x"}}
+    )
+    assert standby.state(NS, "b").enforced_action == "Halt"  # type: ignore[union-attr]
+    assert [w for w in kube.writes if "patch_status" in w] == [], "a standby writes no status"
+    asyncio.run(standby.close())
