@@ -55,6 +55,10 @@ class OperatorConfig:
     """The Lease (in ``state_namespace``) through which replicas elect the one that runs the
     controllers (docs/ha.md); None runs standalone: this process leads."""
 
+    leader_timing: tuple[float, float, float] = (15.0, 10.0, 2.0)
+    """Lease duration, renew deadline and retry period of leader election, in seconds: a new leader
+    takes over at most about lease duration + retry period after the old one stopped renewing."""
+
     identity: str = "incident-commander"
     """This replica's name in leader election and membership: the pod's name, plus a random suffix."""
 
@@ -141,6 +145,11 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         default=_env(env, "LEADER_ELECTION_ID", "") or None,
         help="the Lease replicas elect through (implies --leader-elect; default incident-commander); "
         "operators sharding namespaces need one each",
+    )
+    run.add_argument(
+        "--leader-elect-timing",
+        default=_env(env, "LEADER_ELECT_TIMING", "15s,10s,2s"),
+        help="lease duration, renew deadline and retry period (renew deadline < lease duration)",
     )
     run.add_argument(
         "--peering",
@@ -241,6 +250,14 @@ def config_from_args(
     if idle_timeout <= 0:
         parser.error("--api-idle-timeout must be positive")
     namespaces = tuple(args.namespaces or ())
+    try:
+        timing = tuple(
+            parse_duration(part.strip()).total_seconds() for part in args.leader_elect_timing.split(",")
+        )
+    except ValueError as invalid:
+        parser.error(f"--leader-elect-timing: {invalid}")
+    if len(timing) != 3 or not 0 < timing[2] < timing[1] < timing[0]:
+        parser.error("--leader-elect-timing: three durations, retry period < renew deadline < lease duration")
     election = args.leader_election_id or args.peering_name
     if election is None and args.leader_elect:
         election = "incident-commander"
@@ -254,6 +271,7 @@ def config_from_args(
         log_format=args.log_format,
         log_level=args.log_level.upper(),
         leader_election=election,
+        leader_timing=(timing[0], timing[1], timing[2]),
         identity=replica_identity(env),
         cors_origins=tuple(args.cors_origins),
         deletion_timeout=parse_duration(args.deletion_timeout),

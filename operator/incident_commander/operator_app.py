@@ -34,7 +34,7 @@ from incident_commander.kinds.budgetpolicy.controller import BudgetController
 from incident_commander.kinds.incidentpolicy import handlers as incidentpolicy_handlers
 from incident_commander.kinds.incidentpolicy.controller import PolicyController
 from incident_commander.kube_api import KubeApi, load_api_client
-from incident_commander.leadership import LeaderElector, Membership
+from incident_commander.leadership import LeaderElector, Membership, Timing
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.readiness import Readiness, heartbeat
 from incident_commander.servers import HttpServers
@@ -162,6 +162,8 @@ def build_registry(
 
     membership: Membership | None = None
     if config.leader_election is not None:
+        duration, deadline, period = config.leader_timing
+        timing = Timing(lease_duration=duration, renew_deadline=deadline, retry_period=period)
         stand_by()  # until this replica leads
         elector = LeaderElector(
             kube,
@@ -170,6 +172,7 @@ def build_registry(
             identity=config.identity,
             on_started=lead,
             on_stopped=stand_by,
+            timing=timing,
         )
         membership = Membership(
             kube,
@@ -177,6 +180,7 @@ def build_registry(
             election=config.leader_election,
             identity=config.identity,
             ready=lambda: readiness.ready,
+            timing=timing,
         )
 
     history = History()
