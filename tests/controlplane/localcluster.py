@@ -305,6 +305,10 @@ class LocalControlPlane:
         policy = self.workdir / "audit-policy.yaml"
         policy.write_text(
             "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n"
+            # Status patches with their bodies (no secret is ever in a status): a test that finds
+            # a write it did not expect can say what changed.
+            "- level: Request\n  verbs: [patch]\n"
+            "  resources: [{group: incidentcommander.io, resources: ['*/status']}]\n"
             "- level: Metadata\n  verbs: [create, update, patch, delete]\n"
             "- level: None\n"
         )

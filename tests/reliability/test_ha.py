@@ -323,7 +323,7 @@ def test_a_restart_under_a_halt_allows_no_route_and_writes_no_unchanged_status(c
         and (event.get("objectRef") or {}).get("subresource") == "status"
         and _time(event["stageTimestamp"]) >= since
     ]
-    assert status_writes == [], [(e["objectRef"], e.get("userAgent")) for e in status_writes]
+    assert status_writes == [], [(e["objectRef"]["name"], e.get("requestObject")) for e in status_writes]
 
 
 def test_killing_the_leader_hands_over_without_losing_or_reissuing_a_key(cluster: Cluster) -> None:

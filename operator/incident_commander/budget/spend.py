@@ -162,3 +162,32 @@ def projected_total(state: CostExplorerState, budget: BudgetState, now: datetime
     remaining = state.forecast[2] if state.forecast and state.forecast[0] == now.date() else None
     ce_part = state.actual + remaining if remaining is not None else calc.project(state.actual, **window)
     return ce_part + calc.project(budget.total - state.actual, **window)
+
+
+FORECAST_REFRESH = timedelta(hours=1)
+"""A projection moves with the clock alone; recomputed when the spend moves and at least hourly,
+so a quiet budget's status is not rewritten every pass for a cent of projection."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Forecast:
+    value: Decimal
+    total: Decimal
+    """The spend the projection was made from."""
+    at: datetime
+
+
+def kept_forecast(previous: Forecast | None, *, total: Decimal, now: datetime) -> Forecast | None:
+    """The previous forecast while the spend has not moved and it is under an hour old, else None."""
+    if previous is not None and previous.total == total and now - previous.at < FORECAST_REFRESH:
+        return previous
+    return None
+
+
+def stored_forecast(status: Mapping[str, Any], now: datetime) -> Forecast | None:
+    """The forecast the status shows, as of now (a restart or a new leader keeps it)."""
+    figures = status.get("spend") or {}
+    try:
+        return Forecast(value=Decimal(str(figures["forecast"])), total=Decimal(str(figures["total"])), at=now)
+    except (KeyError, InvalidOperation):
+        return None

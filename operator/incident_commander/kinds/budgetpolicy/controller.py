@@ -178,6 +178,7 @@ class Budget(Entry):
     state: BudgetState | None = None
     notified: tuple[Any, ...] | None = None
     """(phase, active action, enforced action) the IncidentPolicies were last told about."""
+    forecast: spend.Forecast | None = None
 
 
 class BudgetController(Controller[Budget]):
@@ -289,6 +290,7 @@ class BudgetController(Controller[Budget]):
         now = self.clock()
         period = calc.period_bounds(spec.period, now)
         entry.cost_explorer = spend.restore(entry.status, spec, generation=entry.generation, now=now)
+        entry.forecast = spend.stored_forecast(entry.status, now) or entry.forecast
         stored = spend.stored_ledger(entry.status, period[0])
         if stored is not None:
             entry.ledger = usage.merged(entry.ledger, period[0], stored)
@@ -489,7 +491,10 @@ class BudgetController(Controller[Budget]):
 
     def _fields(self, budget: Budget, spec: BudgetSpec, state: BudgetState, now: datetime) -> dict[str, Any]:
         actual = budget.cost_explorer.actual
-        forecast = spend.projected_total(budget.cost_explorer, state, now)
+        budget.forecast = spend.kept_forecast(budget.forecast, total=state.total, now=now) or spend.Forecast(
+            value=spend.projected_total(budget.cost_explorer, state, now), total=state.total, at=now
+        )
+        forecast = budget.forecast.value
         self.metrics.set_budget(
             budget.ref.namespace,
             budget.ref.name,

@@ -153,10 +153,16 @@ class PolicyController(Controller[Policy]):
         )
 
     def new_entry(self, ref: ObjectRef, body: Mapping[str, Any], status: dict[str, Any]) -> Policy:
-        # What the status says is in place, until this process checks: a restart then writes the
-        # same list again (no write), and resources it created stay Created.
-        stored = [ResourceStatus.from_json(r) for r in status.get("storage") or [] if isinstance(r, Mapping)]
-        return Policy(ref=ref, body=body, status=status, storage=stored)
+        policy = Policy(ref=ref, body=body, status=status)
+        self.status_observed(policy)
+        return policy
+
+    def status_observed(self, entry: Policy) -> None:
+        """What the status says is in place, until this process checks: a restart or a new leader
+        then writes the same list again (no write), and resources created stay Created."""
+        entry.storage = [
+            ResourceStatus.from_json(r) for r in entry.status.get("storage") or [] if isinstance(r, Mapping)
+        ]
 
     def forgotten(self, entry: Policy) -> None:
         self.metrics.forget_policy(entry.ref.namespace, entry.ref.name)
