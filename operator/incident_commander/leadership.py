@@ -85,6 +85,12 @@ class LeaderElector:
     def leading(self) -> bool:
         return self._leading
 
+    def may_write(self) -> bool:
+        """Leading, with a renewal younger than the renew deadline: a leader that was paused (a
+        stopped process, a long GC) writes nothing until it has renewed again, even before its
+        election loop runs and notices it lost the Lease."""
+        return self._leading and self._monotonic() - self._renewed < self._timing.renew_deadline
+
     async def run(self) -> None:
         """Acquire, renew, step down, retry: until cancelled (then release when leading)."""
         try:

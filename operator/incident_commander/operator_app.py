@@ -123,7 +123,7 @@ def build_registry(
     elector: LeaderElector | None = None
     kube = KubeApi(
         load_api_client(config.identity),
-        writes_allowed=lambda: elector is None or elector.leading,
+        writes_allowed=lambda: elector is None or elector.may_write(),
     )
     integrity_key = IntegrityKeyHolder()
     readiness = Readiness()

@@ -39,7 +39,7 @@ OUR_CRDS = [
     "incidentpolicies.incidentcommander.io",
 ]
 # Kinds whose schemas are CRDs, not part of Kubernetes' OpenAPI: checked separately below.
-CRD_TYPED = {"ServiceMonitor", "PrometheusRule", "ClusterKopfPeering", "KopfPeering"}
+CRD_TYPED = {"ServiceMonitor", "PrometheusRule"}
 MONITORING = ("--api-versions", "monitoring.coreos.com/v1")
 EVERYTHING: dict[str, Any] = {
     "replicaCount": 2,
@@ -157,7 +157,7 @@ def test_deployment_is_restricted_and_probed(tools: Kube) -> None:
     args = container["args"]
     assert "--all-namespaces" in args and f"--liveness=http://0.0.0.0:{ports['health']}/healthz" in args
     assert f"--api-port={ports['api']}" in args and f"--metrics-port={ports['metrics']}" in args
-    assert not any(a.startswith("--peering") for a in args)
+    assert not any(a.startswith(("--peering", "--leader")) for a in args)
     assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
     [service] = find(objects, "Service")
     assert {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} == {
@@ -172,20 +172,22 @@ def test_deployment_is_restricted_and_probed(tools: Kube) -> None:
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "test"
 
 
-def test_high_availability_uses_kopf_peering(tools: Kube) -> None:
+def test_high_availability_elects_a_leader_through_a_lease(tools: Kube) -> None:
     objects = render(tools, EVERYTHING)
     [deployment] = find(objects, "Deployment")
     assert deployment["spec"]["replicas"] == 2 and deployment["spec"]["strategy"]["type"] == "RollingUpdate"
-    assert f"--peering={FULLNAME}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert find(objects, "ClusterKopfPeering", FULLNAME)
-    assert find(objects, "CustomResourceDefinition", "clusterkopfpeerings.kopf.dev")
+    assert (
+        f"--leader-election-id={FULLNAME}" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert not [o for o in objects if "kopf" in json.dumps(o).lower()], "no kopf peering objects or CRDs"
     [pdb] = find(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"] == deployment["spec"]["selector"]
     [policy_] = find(objects, "NetworkPolicy")
     assert policy_["spec"]["policyTypes"] == ["Ingress"]
-    namespaced = render(tools, {**EVERYTHING, "watchNamespaces": ["team-a", "team-b"]})
-    assert sorted(o["metadata"]["namespace"] for o in find(namespaced, "KopfPeering")) == ["team-a", "team-b"]
-    assert not find(namespaced, "ClusterKopfPeering")
+    [state] = find(objects, "Role")
+    assert ("coordination.k8s.io", "leases", ("create", "delete", "get", "list", "update"), ()) in rules(
+        state
+    )
 
 
 def rules(role: dict[str, Any]) -> list[tuple[str, str, tuple[str, ...], tuple[str, ...]]]:
@@ -232,10 +234,11 @@ def test_rbac_is_least_privilege(tools: Kube) -> None:
     assert state["metadata"]["namespace"] == "ic-system"
     assert rules(state) == STATE_RULES
 
-    peered = find(render(tools, {"replicaCount": 3}), "ClusterRole")[0]
-    assert set(rules(peered)) - set(rules(role)) == {
-        ("kopf.dev", "clusterkopfpeerings", ("list", "watch"), ()),
-        ("kopf.dev", "clusterkopfpeerings", ("patch",), (FULLNAME,)),
+    # Several replicas add Leases in the release namespace, and nothing cluster-wide.
+    replicated = render(tools, {"replicaCount": 3})
+    assert rules(find(replicated, "ClusterRole")[0]) == rules(role)
+    assert set(rules(find(replicated, "Role")[0])) - set(STATE_RULES) == {
+        ("coordination.k8s.io", "leases", ("create", "delete", "get", "list", "update"), ())
     }
 
     namespaced = render(tools, {"watchNamespaces": ["team-a", "team-b"]})
@@ -332,17 +335,10 @@ def test_install_is_accepted_and_uninstall_leaves_only_the_crds(cluster: Kube) -
     manifest = helm(cluster, "get", "manifest", RELEASE, "--namespace", SYSTEM).stdout
     installed = [d for d in yaml.safe_load_all(manifest) if d]
     kinds = {d["kind"] for d in installed}
-    assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding", "KopfPeering"} <= kinds
+    assert {"Deployment", "Service", "ServiceAccount", "Role", "RoleBinding"} <= kinds
     assert {"NetworkPolicy", "PodDisruptionBudget", "CustomResourceDefinition"} <= kinds
     found = json.loads(cluster.kubectl("get", "-f", "-", "-o", "json", input=manifest).stdout)["items"]
     assert len(found) == len(installed), "every rendered object exists on the apiserver"
-    cluster.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/kopfpeerings.kopf.dev",
-        "crd/clusterkopfpeerings.kopf.dev",
-    )
     notes = helm(cluster, "get", "notes", RELEASE, "--namespace", SYSTEM).stdout
     assert "kubectl get awsconnections" in notes and ", ".join(teams) in notes
 
@@ -355,7 +351,7 @@ def test_install_is_accepted_and_uninstall_leaves_only_the_crds(cluster: Kube) -
     assert all(o["kind"] == "CustomResourceDefinition" for o in left)
     leftovers = cluster.kubectl(
         "get",
-        "all,sa,roles,rolebindings,clusterroles,clusterrolebindings,networkpolicies,pdb,kopfpeerings",
+        "all,sa,roles,rolebindings,clusterroles,clusterrolebindings,networkpolicies,pdb",
         "-A",
         "-l",
         f"app.kubernetes.io/instance={RELEASE}",
@@ -394,17 +390,21 @@ def test_operator_under_the_cluster_wide_service_account(
         handle = OperatorProcess.start(
             sa,
             tmp_path,
-            extra_args=("--all-namespaces", f"--peering={FULLNAME}", f"--state-namespace={SYSTEM}"),
+            extra_args=(
+                "--all-namespaces",
+                f"--leader-election-id={FULLNAME}",
+                f"--state-namespace={SYSTEM}",
+            ),
         )
         try:
             run_scenario(sa, cluster, namespace, moto, handle)
             wait_for(
                 cluster,
-                "clusterkopfpeering",
-                "",
+                "lease",
+                SYSTEM,
                 FULLNAME,
-                lambda obj: bool(obj.get("status")),
-                describe="the operator's peer entry",
+                lambda obj: bool((obj.get("spec") or {}).get("holderIdentity")),
+                describe="the operator's leader Lease",
                 logs=handle.logs,
             )
         finally:

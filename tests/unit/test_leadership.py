@@ -111,3 +111,13 @@ def test_membership_counts_the_ready_replicas_that_renew() -> None:
     assert members["b"]._round() == 1
     clock[0] += timedelta(seconds=20)  # a stopped renewing too (gone): only live Leases count
     assert members["c"]._round() == 1  # never less than one
+
+
+def test_a_leader_whose_renewal_is_older_than_the_deadline_may_not_write() -> None:
+    kube, now = FakeKube(), [0.0]
+    a = Replica(kube, "a", now)
+    assert a.round()
+    a.elector._leading, a.elector._renewed = True, now[0]
+    assert a.elector.may_write()
+    now[0] += 10  # paused for the renew deadline: fenced, though it still believes it leads
+    assert a.elector.leading and not a.elector.may_write()
