@@ -104,12 +104,20 @@ class OperatorProcess:
             "AWS_EC2_METADATA_DISABLED": "true",
             **(env or {}),
         }
+        # The operator's own state (its sealing key) goes to "default" unless a test names a namespace:
+        # K8S_NAMESPACE_NAME (a pod's namespace, the default otherwise) may name one that does not exist.
+        state = (
+            ()
+            if any(a.startswith("--state-namespace") for a in extra_args)
+            else ("--state-namespace=default",)
+        )
         process = ManagedProcess(
             "operator",
             [
                 str(script),
                 "run",
                 *extra_args,
+                *state,
                 "--bind-address=127.0.0.1",
                 f"--liveness=http://127.0.0.1:{liveness}/healthz",
                 f"--metrics-port={metrics}",
