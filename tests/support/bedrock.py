@@ -97,6 +97,8 @@ class Call:
     model_id: str | None
     body: Any
     """The parsed JSON body (None when empty or not JSON)."""
+    raw_body: bytes
+    """The body as received (form-encoded for query protocols such as STS)."""
     headers: dict[str, str]
     access_key_id: str | None
     region: str | None
@@ -317,6 +319,7 @@ class BedrockDouble:
                     path=split.path,
                     model_id=model_id,
                     body=body,
+                    raw_body=raw,
                     headers=dict(self.headers.items()),
                     access_key_id=scope.group(1) if scope else None,
                     region=scope.group(2) if scope else None,
