@@ -72,6 +72,12 @@ class OperatorConfig:
     """Live boto3 clients kept across all AwsConnections (least recently used out; each costs
     up to 400 KB). An evicted client is rebuilt on its connection's next call, for a few ms of CPU."""
 
+    web_identity_token_dirs: tuple[str, ...] = ()
+    """Directories of the operator's pod whose token files AwsConnections may name in
+    ``credentials.webIdentity``; none by default. Any connection in a watched namespace may use any
+    token there, and its STS call goes to that connection's ``endpointUrl``: allow only directories
+    holding tokens meant for this (never the Kubernetes service-account token's)."""
+
     tls_cert_file: str | None = None
     """PEM certificate (chain) for the API port; with ``tls_key_file`` the API speaks HTTPS."""
 
@@ -152,6 +158,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="live boto3 clients kept across all connections (memory against rebuilds)",
     )
     run.add_argument(
+        "--web-identity-token-dir",
+        action="append",
+        dest="web_identity_token_dirs",
+        default=[d for d in _env(env, "WEB_IDENTITY_TOKEN_DIRS", "").split(",") if d],
+        help="allow AwsConnection webIdentity token files in this directory "
+        "(repeatable; env IC_WEB_IDENTITY_TOKEN_DIRS, comma-separated); none by default",
+    )
+    run.add_argument(
         "--tls-cert-file",
         default=_env(env, "TLS_CERT_FILE", "") or None,
         help="PEM certificate for the API port (with --tls-key-file: HTTPS)",
@@ -170,6 +184,8 @@ def config_from_args(
         parser.error("--aws-client-cache must be at least 1")
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
         parser.error("--tls-cert-file and --tls-key-file go together")
+    if any(not os.path.isabs(d) for d in args.web_identity_token_dirs):
+        parser.error("--web-identity-token-dir takes absolute paths")
     namespaces = tuple(args.namespaces or ())
     return OperatorConfig(
         namespaces=() if args.all_namespaces else namespaces,
@@ -186,6 +202,7 @@ def config_from_args(
         deletion_timeout=parse_duration(args.deletion_timeout),
         ledger_refresh=parse_duration(args.ledger_refresh or ("5s" if args.peering_name else "10m")),
         aws_client_cache=args.aws_client_cache,
+        web_identity_token_dirs=tuple(args.web_identity_token_dirs),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
     )

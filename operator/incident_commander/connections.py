@@ -121,6 +121,7 @@ class ConnectionRegistry:
         aws_threads: int = 64,
         client_cache: int = DEFAULT_CLIENT_CACHE,
         tracer: Tracer = NOOP_TRACER,
+        web_identity_token_dirs: tuple[str, ...] = (),
     ) -> None:
         self._kube = kube
         self._metrics = metrics
@@ -131,7 +132,11 @@ class ConnectionRegistry:
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self._executor = ContextThreadPoolExecutor(max_workers=aws_threads, thread_name_prefix="aws")
         self._rounds = asyncio.Semaphore(MAX_CONCURRENT_ROUNDS)
-        self.client_cache = ClientCache(client_cache, on_build=metrics.aws_client_builds.inc)
+        self.client_cache = ClientCache(
+            client_cache,
+            on_build=metrics.aws_client_builds.inc,
+            web_identity_token_dirs=web_identity_token_dirs,
+        )
         metrics.aws_clients.set_function(lambda: len(self.client_cache))
         self._subscribers: list[Callable[[str, str], None]] = []
         self._started = time.monotonic()

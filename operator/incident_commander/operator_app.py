@@ -71,7 +71,11 @@ def build_registry(
     tracer = tracing.tracer
     kube = KubeApi(load_api_client())
     connections = ConnectionRegistry(
-        kube=kube, metrics=metrics, client_cache=config.aws_client_cache, tracer=tracer
+        kube=kube,
+        metrics=metrics,
+        client_cache=config.aws_client_cache,
+        tracer=tracer,
+        web_identity_token_dirs=config.web_identity_token_dirs,
     )
     budgets = BudgetRegistry(
         kube=kube,
