@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,7 +161,8 @@ def _chained_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: Clien
     def fetch() -> dict[str, Any]:
         creds = _source_credentials(spec, keys, cache)
         for hop, role in enumerate(spec.role_chain, start=1):
-            creds = _assume_role(spec, role, creds, cache, hop=hop)
+            signer = keys if creds is None else _session_keys(creds)
+            creds = _assume_role(spec, role, signer, cache, hop=hop)
         assert creds is not None  # a chained session has a web identity or at least one role
         return {
             "access_key": creds["AccessKeyId"],
@@ -215,17 +216,13 @@ def _source_credentials(
 def _assume_role(
     spec: ConnectionSpec,
     role: AssumeRole,
-    previous: dict[str, Any] | None,
+    signer: StaticKeys | None,
     cache: ClientCache,
     *,
     hop: int,
 ) -> dict[str, Any]:
-    """One hop: AssumeRole signed with the previous hop's credentials (or the source's keys)."""
-    signer = (
-        StaticKeys(previous["AccessKeyId"], previous["SecretAccessKey"], previous["SessionToken"])
-        if previous is not None
-        else None
-    )
+    """One hop: AssumeRole signed by ``signer``, the previous hop's session or the source identity
+    (the Secret's keys; None for the default chain)."""
     sts = cache.factory_client(spec, "sts", signer, botocore_retries=True)
     params: dict[str, Any] = {
         "RoleArn": role.role_arn,
@@ -244,6 +241,10 @@ def _assume_role(
         ) from None
     finally:
         sts.close()
+
+
+def _session_keys(creds: Mapping[str, Any]) -> StaticKeys:
+    return StaticKeys(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
 
 
 def _credential_kwargs(keys: StaticKeys | None) -> dict[str, Any]:
