@@ -105,9 +105,17 @@ def test_a_bedrock_error_is_not_retried_and_affects_only_its_service(
     try:
         crds.apply(secret(), namespace)
         since = time.monotonic()
-        crds.apply(connection("denied", bedrock.url, ["sts", "bedrock", "bedrock-runtime"]), namespace)
+        # Its own region tells its calls from those of connections left by earlier tests.
+        manifest = connection(
+            "denied", bedrock.url, ["sts", "bedrock", "bedrock-runtime"], region="eu-central-1"
+        )
+        crds.apply(manifest, namespace)
         obj = ready(crds, namespace, "denied", operator, status="False", reason="AccessDenied")
-        attempts = [c.status for c in bedrock.calls_of("ListAsyncInvokes") if c.at >= since]
+        attempts = [
+            c.status
+            for c in bedrock.calls_of("ListAsyncInvokes")
+            if c.at >= since and c.region == "eu-central-1"
+        ]
     finally:
         bedrock.reset()
     assert attempts == [403]  # access denied is not retried (maxAttempts is 3)
