@@ -6,6 +6,7 @@ The STS calls go through the Bedrock double as a recording proxy (it forwards th
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -61,27 +62,48 @@ def test_each_hop_is_signed_by_the_one_before_and_the_services_by_the_last(
     assert len({hub_key, spoke_key, caller_key}) == 3  # source keys, hub session, spoke session
 
 
-def test_a_web_identity_token_is_sent_unsigned_and_read_again_at_each_refresh(
+def test_a_web_identity_token_is_sent_unsigned_and_read_again_at_refresh(
     recorder: BedrockDouble, tmp_path: Path
 ) -> None:
     token = tmp_path / "token"
     token.write_text("first.token.value")
-    # 900 s is inside botocore's 15-minute advisory refresh window: every use refreshes.
     web = {"tokenFile": str(token), "roleArn": ROLE + "irsa", "durationSeconds": 900}
-    clients = ConnectionClients.build(
-        spec(recorder.url, webIdentity=web), None, ClientCache(4, web_identity_token_dirs=[str(tmp_path)])
-    )
+    ahead = timedelta(0)
+    cache = ClientCache(4, web_identity_token_dirs=[str(tmp_path)], clock=lambda: datetime.now(UTC) + ahead)
+    clients = ConnectionClients.build(spec(recorder.url, webIdentity=web), None, cache)
+    caller = clients.client("sts")
     token.write_text("rotated.token.value")
-    assert (
-        clients.client("sts").get_caller_identity()["Arn"].endswith(":assumed-role/irsa/incident-commander")
-    )
-    tokens = [
+    for _ in range(3):
+        assert caller.get_caller_identity()["Arn"].endswith(":assumed-role/irsa/incident-commander")
+    assert web_tokens(recorder) == [("first.token.value", None)]  # unsigned, and no refresh yet
+    ahead = timedelta(seconds=700)  # 200 s left: inside the 225 s refresh margin of a 900 s session
+    caller.get_caller_identity()
+    assert web_tokens(recorder)[:2] == [("first.token.value", None), ("rotated.token.value", None)]
+
+
+@pytest.mark.parametrize("chain", [[], [{"roleArn": ROLE + "next"}]], ids=["alone", "chained"])
+def test_the_shortest_session_allowed_is_not_refreshed_at_every_call(
+    recorder: BedrockDouble, tmp_path: Path, chain: list[dict[str, str]]
+) -> None:
+    """botocore refreshes 15 minutes ahead by default: a 900 s session would be due at once."""
+    (tmp_path / "token").write_text("short.lived.token")
+    web = {"tokenFile": str(tmp_path / "token"), "roleArn": ROLE + "irsa", "durationSeconds": 900}
+    credentials = {"webIdentity": web, **({"assumeRoleChain": chain} if chain else {})}
+    cache = ClientCache(4, web_identity_token_dirs=[str(tmp_path)])
+    clients = ConnectionClients.build(spec(recorder.url, **credentials), None, cache)
+    for _ in range(3):
+        clients.client("sts").get_caller_identity()
+    actions = [action for action, _, _ in sts(recorder)]
+    hops = ["AssumeRole"] if chain else []
+    assert actions == ["AssumeRoleWithWebIdentity", *hops, *["GetCallerIdentity"] * 3]
+
+
+def web_tokens(recorder: BedrockDouble) -> list[tuple[str, str | None]]:
+    return [
         (form["WebIdentityToken"], key)
         for action, form, key in sts(recorder)
         if action == "AssumeRoleWithWebIdentity"
     ]
-    assert tokens[0] == ("first.token.value", None)  # unsigned: no access key in the request
-    assert ("rotated.token.value", None) in tokens[1:]
 
 
 def test_a_refused_hop_names_itself_and_a_disallowed_file_is_never_read(

@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -85,6 +86,7 @@ class ClientCache:
         *,
         on_build: Callable[[], None] = lambda: None,
         web_identity_token_dirs: Sequence[str] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if capacity < 1:
             raise ValueError("a client cache holds at least one client")
@@ -94,6 +96,8 @@ class ClientCache:
         """Holds no credentials of any connection: each client is given its own."""
         self._on_build = on_build
         self.web_identity_token_dirs = tuple(web_identity_token_dirs)
+        self.clock = clock
+        """Decides when STS credentials are due for refresh (timezone-aware)."""
         """Directories whose token files AwsConnections may name as a web identity; none by default."""
         self._clients: OrderedDict[ClientKey, Any] = OrderedDict()
         self._owners = itertools.count(1)
@@ -172,8 +176,18 @@ def _chained_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: Clien
         }
 
     method = "sts-assume-role" if spec.role_chain else "assume-role-with-web-identity"
-    credentials = RefreshableCredentials.create_from_metadata(
-        metadata=fetch(), refresh_using=fetch, method=method
+    advisory, mandatory = refresh_margins(spec)
+    first = fetch()
+    credentials = RefreshableCredentials(
+        access_key=first["access_key"],
+        secret_key=first["secret_key"],
+        token=first["token"],
+        expiry_time=datetime.fromisoformat(first["expiry_time"]),
+        refresh_using=fetch,
+        method=method,
+        time_fetcher=cache.clock,
+        advisory_timeout=advisory,
+        mandatory_timeout=mandatory,
     )
     core = _core_session(cache.loader)
     core._credentials = (
@@ -181,6 +195,18 @@ def _chained_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: Clien
     )
     core.set_config_variable("region", spec.region)
     return boto3.Session(botocore_session=core)
+
+
+def refresh_margins(spec: ConnectionSpec) -> tuple[int, int]:
+    """Seconds before expiry at which botocore refreshes: when it may (advisory), when it must
+    (mandatory). botocore's 15 and 10 minutes, scaled down for shorter sessions: at the CRD's
+    minimum of 900 s, 15 minutes would be "due" from the start and every AWS call would walk the
+    whole chain again."""
+    durations = [role.duration_seconds for role in spec.role_chain]
+    if spec.web_identity is not None:
+        durations.append(spec.web_identity.duration_seconds)
+    shortest = min(durations)
+    return min(15 * 60, shortest // 4), min(10 * 60, shortest // 6)
 
 
 def _source_credentials(
