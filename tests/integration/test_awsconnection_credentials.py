@@ -137,6 +137,7 @@ def test_a_missing_token_file_and_a_refused_hop_name_what_failed(
         {"roleArn": ROLE + "hub"},
         {"roleArn": ROLE + "spoke"},
     ]
+    crds.apply(manifest, namespace)
     obj = ready(crds, namespace, "refused", operator, status="False", reason="AssumeRoleFailed")
     message = condition(obj, "CredentialsResolved")["message"]  # type: ignore[index]
     assert f"AssumeRole {ROLE}hub (role 1 of 2) failed: InvalidClientTokenId" in message
