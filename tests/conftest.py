@@ -63,10 +63,21 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 
 
 @pytest.fixture(scope="session")
-def operator(crds: Kube, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def web_identity_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one directory whose token files the session's operator lets AwsConnections use."""
+    return tmp_path_factory.mktemp("web-identity")
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: Kube, tmp_path_factory: pytest.TempPathFactory, web_identity_dir: Path
+) -> Iterator[OperatorProcess]:
     # Some tests write budget ledgers directly, as another replica's API would: read them often.
     handle = OperatorProcess.start(
-        crds, tmp_path_factory.mktemp("operator"), extra_args=("--all-namespaces", "--ledger-refresh=5s")
+        crds,
+        tmp_path_factory.mktemp("operator"),
+        extra_args=("--all-namespaces", "--ledger-refresh=5s"),
+        env={"IC_WEB_IDENTITY_TOKEN_DIRS": str(web_identity_dir)},
     )
     try:
         yield handle

@@ -89,6 +89,12 @@ class OperatorConfig:
     """The namespace holding the operator's own state: the Secret with the key that seals the
     credential Secrets the API trusts. In a pod, the pod's own namespace."""
 
+    web_identity_token_dirs: tuple[str, ...] = ()
+    """Directories of the operator's pod whose token files AwsConnections may name in
+    ``credentials.webIdentity``; none by default. Any connection in a watched namespace may use any
+    token there, and its STS call goes to that connection's ``endpointUrl``: allow only directories
+    holding tokens meant for this (never the Kubernetes service-account token's)."""
+
     tls_cert_file: str | None = None
     """PEM certificate (chain) for the API port; with ``tls_key_file`` the API speaks HTTPS."""
 
@@ -180,6 +186,14 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         help="live boto3 clients kept across all connections (memory against rebuilds)",
     )
     run.add_argument(
+        "--web-identity-token-dir",
+        action="append",
+        dest="web_identity_token_dirs",
+        default=[d for d in _env(env, "WEB_IDENTITY_TOKEN_DIRS", "").split(",") if d],
+        help="allow AwsConnection webIdentity token files in this directory "
+        "(repeatable; env IC_WEB_IDENTITY_TOKEN_DIRS, comma-separated); none by default",
+    )
+    run.add_argument(
         "--tls-cert-file",
         default=_env(env, "TLS_CERT_FILE", "") or None,
         help="PEM certificate for the API port (with --tls-key-file: HTTPS)",
@@ -249,6 +263,8 @@ def config_from_args(
         parser.error(f"--api-idle-timeout: {invalid}")
     if idle_timeout <= 0:
         parser.error("--api-idle-timeout must be positive")
+    if any(not os.path.isabs(d) for d in args.web_identity_token_dirs):
+        parser.error("--web-identity-token-dir takes absolute paths")
     namespaces = tuple(args.namespaces or ())
     try:
         timing = tuple(
@@ -277,6 +293,7 @@ def config_from_args(
         deletion_timeout=parse_duration(args.deletion_timeout),
         ledger_refresh=parse_duration(args.ledger_refresh or ("1s" if election else "10m")),
         aws_client_cache=args.aws_client_cache,
+        web_identity_token_dirs=tuple(args.web_identity_token_dirs),
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
         api_max_connections=args.api_max_connections,

@@ -129,7 +129,11 @@ def build_registry(
     readiness = Readiness()
 
     connections = ConnectionController(
-        kube=kube, metrics=metrics, client_cache=config.aws_client_cache, tracer=tracer
+        kube=kube,
+        metrics=metrics,
+        client_cache=config.aws_client_cache,
+        tracer=tracer,
+        web_identity_token_dirs=config.web_identity_token_dirs,
     )
     budgets = BudgetController(
         kube=kube,

@@ -84,6 +84,73 @@ INVALID_ON_CREATE = [
         "greater than or equal to 900",
     ),
     Invalid(
+        "aws-secret-and-web-identity",
+        aws_connection(
+            credentials={
+                "secretRef": {"name": "keys"},
+                "webIdentity": {"tokenFile": "/t/token", "roleArn": "arn:aws:iam::123456789012:role/ops"},
+            }
+        ),
+        "spec.credentials",
+        "alternative source identities",
+    ),
+    Invalid(
+        "aws-role-and-chain",
+        aws_connection(
+            credentials={
+                "assumeRole": {"roleArn": "arn:aws:iam::123456789012:role/ops"},
+                "assumeRoleChain": [{"roleArn": "arn:aws:iam::123456789012:role/ops"}],
+            }
+        ),
+        "spec.credentials",
+        "a single role is a chain of one",
+    ),
+    Invalid(
+        "aws-chain-empty",
+        aws_connection(credentials={"assumeRoleChain": []}),
+        "spec.credentials.assumeRoleChain",
+        "at least 1 items",
+    ),
+    Invalid(
+        "aws-chain-too-long",
+        aws_connection(
+            credentials={
+                "assumeRoleChain": [{"roleArn": f"arn:aws:iam::123456789012:role/r{i}"} for i in range(6)]
+            }
+        ),
+        "spec.credentials.assumeRoleChain",
+        "at most 5 items",
+    ),
+    Invalid(
+        "aws-chain-hop-arn",
+        aws_connection(
+            credentials={
+                "assumeRoleChain": [
+                    {"roleArn": "arn:aws:iam::123456789012:role/ok"},
+                    {"roleArn": "role/nope"},
+                ]
+            }
+        ),
+        "spec.credentials.assumeRoleChain[1].roleArn",
+        "should match",
+    ),
+    Invalid(
+        "aws-web-identity-relative-file",
+        aws_connection(
+            credentials={
+                "webIdentity": {"tokenFile": "token", "roleArn": "arn:aws:iam::123456789012:role/ops"}
+            }
+        ),
+        "spec.credentials.webIdentity.tokenFile",
+        "should match",
+    ),
+    Invalid(
+        "aws-web-identity-without-role",
+        aws_connection(credentials={"webIdentity": {"tokenFile": "/t/token"}}),
+        "spec.credentials.webIdentity.roleArn",
+        "Required value",
+    ),
+    Invalid(
         "aws-connect-timeout",
         aws_connection(timeouts={"connect": "10m"}),
         "spec.timeouts.connect",

@@ -71,7 +71,18 @@ def connection_specs(moto_url: str, bad: bool) -> st.SearchStrategy[dict[str, An
     )
     services = st.lists(
         st.sampled_from(
-            ["sts", "s3", "dynamodb", "kinesis", "stepfunctions", "ce", "budgets", "bedrock", "ec2"]
+            [
+                "sts",
+                "s3",
+                "dynamodb",
+                "kinesis",
+                "stepfunctions",
+                "ce",
+                "budgets",
+                "bedrock",
+                "inspector2",
+                "ec2",
+            ]
         ),
         max_size=5,
     )
@@ -88,6 +99,43 @@ def connection_specs(moto_url: str, bad: bool) -> st.SearchStrategy[dict[str, An
                 assumeRole=st.fixed_dictionaries(
                     {"roleArn": maybe(st.just("arn:aws:iam::123456789012:role/r"), "arn:aws:iam::1:role/x")},
                     optional={"durationSeconds": maybe(st.integers(900, 43200), 10, 50000)},
+                ),
+                # Both alternatives of assumeRole and of secretRef come up together now and then:
+                # the CEL rules must refuse them naming spec.credentials.
+                assumeRoleChain=maybe(
+                    st.lists(
+                        st.fixed_dictionaries(
+                            {
+                                "roleArn": maybe(
+                                    st.sampled_from(
+                                        [
+                                            "arn:aws:iam::123456789012:role/a",
+                                            "arn:aws:iam::123456789012:role/b",
+                                        ]
+                                    ),
+                                    "role/x",
+                                )
+                            },
+                            optional={
+                                "externalId": maybe(st.just("ext-id"), "x"),
+                                "sessionName": maybe(st.just("fuzz-hop"), "bad name"),
+                            },
+                        ),
+                        min_size=1,
+                        max_size=3,
+                    ),
+                    [],
+                    [{"roleArn": "arn:aws:iam::123456789012:role/r"}] * 6,
+                ),
+                # Token files that are never inside an allowed directory: refused before reading.
+                webIdentity=st.fixed_dictionaries(
+                    {
+                        "tokenFile": maybe(
+                            st.sampled_from(["/var/run/secrets/absent/token", "/etc/hostname"]), "token"
+                        ),
+                        "roleArn": maybe(st.just("arn:aws:iam::123456789012:role/w"), "role/w"),
+                    },
+                    optional={"durationSeconds": maybe(st.integers(900, 43200), 10)},
                 ),
             ),
             "retry": optional(

@@ -80,3 +80,13 @@ def test_aws_client_cache_from_flag_or_env_and_at_least_one() -> None:
     assert config_from_args(["run", "--aws-client-cache", "8"], environ={}).aws_client_cache == 8
     with pytest.raises(SystemExit):
         config_from_args(["run", "--aws-client-cache", "0"], environ={})
+
+
+def test_web_identity_token_dirs_are_none_by_default_and_absolute() -> None:
+    assert config_from_args(["run"], environ={}).web_identity_token_dirs == ()
+    env = {"IC_WEB_IDENTITY_TOKEN_DIRS": "/var/run/a,/var/run/b"}
+    assert config_from_args(["run"], environ=env).web_identity_token_dirs == ("/var/run/a", "/var/run/b")
+    flags = ["run", "--web-identity-token-dir", "/t1", "--web-identity-token-dir", "/t2"]
+    assert config_from_args(flags, environ={}).web_identity_token_dirs == ("/t1", "/t2")
+    with pytest.raises(SystemExit):
+        config_from_args(["run", "--web-identity-token-dir", "relative/dir"], environ={})

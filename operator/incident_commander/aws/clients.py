@@ -20,20 +20,22 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import botocore.session
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
 from botocore.loaders import Loader, create_loader
 
 from incident_commander import __version__
-from incident_commander.aws.credentials import CredentialsError, StaticKeys
+from incident_commander.aws.credentials import CredentialsError, StaticKeys, read_web_identity_token
 from incident_commander.aws.errors import classify
-from incident_commander.aws.spec import ConnectionSpec
+from incident_commander.aws.spec import AssumeRole, ConnectionSpec
 
 USER_AGENT = f"incident-commander/{__version__}"
 MAX_POOL_CONNECTIONS = 10
@@ -83,6 +85,8 @@ class ClientCache:
         loader: Loader | None = None,
         *,
         on_build: Callable[[], None] = lambda: None,
+        web_identity_token_dirs: Sequence[str] = (),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if capacity < 1:
             raise ValueError("a client cache holds at least one client")
@@ -91,6 +95,10 @@ class ClientCache:
         self.factory = boto3.Session(botocore_session=_core_session(self.loader))
         """Holds no credentials of any connection: each client is given its own."""
         self._on_build = on_build
+        self.web_identity_token_dirs = tuple(web_identity_token_dirs)
+        self.clock = clock
+        """Decides when STS credentials are due for refresh (timezone-aware)."""
+        """Directories whose token files AwsConnections may name as a web identity; none by default."""
         self._clients: OrderedDict[ClientKey, Any] = OrderedDict()
         self._owners = itertools.count(1)
         self._lock = threading.RLock()
@@ -115,15 +123,25 @@ class ClientCache:
             return client
 
     def factory_client(
-        self, spec: ConnectionSpec, service: str, keys: StaticKeys | None, *, botocore_retries: bool
+        self,
+        spec: ConnectionSpec,
+        service: str,
+        keys: StaticKeys | None,
+        *,
+        botocore_retries: bool,
+        unsigned: bool = False,
     ) -> Any:
-        """A new client from the shared factory session, with the connection's own keys."""
+        """A new client from the shared factory session, with the connection's own keys (or none
+        at all: ``unsigned`` for calls whose body is the credential, such as a web identity's)."""
+        config = client_config(spec, botocore_retries=botocore_retries)
+        if unsigned:
+            config = config.merge(Config(signature_version=UNSIGNED))
         with self._lock:
             return self.factory.client(
                 service,
                 region_name=spec.region,
                 endpoint_url=spec.endpoint_url,
-                config=client_config(spec, botocore_retries=botocore_retries),
+                config=config,
                 **_credential_kwargs(keys),
             )
 
@@ -137,28 +155,19 @@ class ClientCache:
         return len(self._clients)
 
 
-def _assumed_role_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: ClientCache) -> boto3.Session:
-    """A session of this connection alone whose credentials come from STS AssumeRole and
-    refresh themselves (botocore refreshes RefreshableCredentials ahead of expiry)."""
-    role = spec.assume_role
-    assert role is not None
-    sts = cache.factory_client(spec, "sts", keys, botocore_retries=True)
+def _chained_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: ClientCache) -> boto3.Session:
+    """A session of this connection alone whose credentials come from STS (a web identity, a chain
+    of assumed roles, or both) and refresh themselves: botocore refreshes RefreshableCredentials
+    ahead of expiry, and each refresh walks the whole way again from the source identity (a web
+    identity token is re-read, as projected tokens rotate; chained role sessions last one hour, so
+    every hop expires together anyway)."""
 
     def fetch() -> dict[str, Any]:
-        params: dict[str, Any] = {
-            "RoleArn": role.role_arn,
-            "RoleSessionName": role.session_name,
-            "DurationSeconds": role.duration_seconds,
-        }
-        if role.external_id:
-            params["ExternalId"] = role.external_id
-        try:
-            creds = sts.assume_role(**params)["Credentials"]
-        except Exception as exc:
-            error = classify(exc)
-            raise CredentialsError(
-                "AssumeRoleFailed", f"AssumeRole {role.role_arn} failed: {error.code}: {error.message}"
-            ) from None
+        creds = _source_credentials(spec, keys, cache)
+        for hop, role in enumerate(spec.role_chain, start=1):
+            signer = keys if creds is None else _session_keys(creds)
+            creds = _assume_role(spec, role, signer, cache, hop=hop)
+        assert creds is not None  # a chained session has a web identity or at least one role
         return {
             "access_key": creds["AccessKeyId"],
             "secret_key": creds["SecretAccessKey"],
@@ -166,8 +175,19 @@ def _assumed_role_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: 
             "expiry_time": creds["Expiration"].isoformat(),
         }
 
-    credentials = RefreshableCredentials.create_from_metadata(
-        metadata=fetch(), refresh_using=fetch, method="sts-assume-role"
+    method = "sts-assume-role" if spec.role_chain else "assume-role-with-web-identity"
+    advisory, mandatory = refresh_margins(spec)
+    first = fetch()
+    credentials = RefreshableCredentials(
+        access_key=first["access_key"],
+        secret_key=first["secret_key"],
+        token=first["token"],
+        expiry_time=datetime.fromisoformat(first["expiry_time"]),
+        refresh_using=fetch,
+        method=method,
+        time_fetcher=cache.clock,
+        advisory_timeout=advisory,
+        mandatory_timeout=mandatory,
     )
     core = _core_session(cache.loader)
     core._credentials = (
@@ -175,6 +195,82 @@ def _assumed_role_session(spec: ConnectionSpec, keys: StaticKeys | None, cache: 
     )
     core.set_config_variable("region", spec.region)
     return boto3.Session(botocore_session=core)
+
+
+def refresh_margins(spec: ConnectionSpec) -> tuple[int, int]:
+    """Seconds before expiry at which botocore refreshes: when it may (advisory), when it must
+    (mandatory). botocore's 15 and 10 minutes, scaled down for shorter sessions: at the CRD's
+    minimum of 900 s, 15 minutes would be "due" from the start and every AWS call would walk the
+    whole chain again."""
+    durations = [role.duration_seconds for role in spec.role_chain]
+    if spec.web_identity is not None:
+        durations.append(spec.web_identity.duration_seconds)
+    shortest = min(durations)
+    return min(15 * 60, shortest // 4), min(10 * 60, shortest // 6)
+
+
+def _source_credentials(
+    spec: ConnectionSpec, keys: StaticKeys | None, cache: ClientCache
+) -> dict[str, Any] | None:
+    """STS credentials of the web identity, or None when the source is the Secret's keys or the
+    default chain (the first hop then signs with those)."""
+    web = spec.web_identity
+    if web is None:
+        return None
+    token = read_web_identity_token(web.token_file, cache.web_identity_token_dirs)
+    # AssumeRoleWithWebIdentity is unsigned: the token is the credential.
+    sts = cache.factory_client(spec, "sts", None, botocore_retries=True, unsigned=True)
+    try:
+        response = sts.assume_role_with_web_identity(
+            RoleArn=web.role_arn,
+            RoleSessionName=web.session_name,
+            WebIdentityToken=token,
+            DurationSeconds=web.duration_seconds,
+        )
+    except Exception as exc:
+        error = classify(exc)
+        raise CredentialsError(
+            "AssumeRoleWithWebIdentityFailed",
+            f"AssumeRoleWithWebIdentity {web.role_arn} with the token in {web.token_file} failed: "
+            f"{error.code}: {error.message}",
+        ) from None
+    finally:
+        sts.close()
+    return dict(response["Credentials"])
+
+
+def _assume_role(
+    spec: ConnectionSpec,
+    role: AssumeRole,
+    signer: StaticKeys | None,
+    cache: ClientCache,
+    *,
+    hop: int,
+) -> dict[str, Any]:
+    """One hop: AssumeRole signed by ``signer``, the previous hop's session or the source identity
+    (the Secret's keys; None for the default chain)."""
+    sts = cache.factory_client(spec, "sts", signer, botocore_retries=True)
+    params: dict[str, Any] = {
+        "RoleArn": role.role_arn,
+        "RoleSessionName": role.session_name,
+        "DurationSeconds": role.duration_seconds,
+    }
+    if role.external_id:
+        params["ExternalId"] = role.external_id
+    try:
+        return dict(sts.assume_role(**params)["Credentials"])
+    except Exception as exc:
+        error = classify(exc)
+        where = f" (role {hop} of {len(spec.role_chain)})" if len(spec.role_chain) > 1 else ""
+        raise CredentialsError(
+            "AssumeRoleFailed", f"AssumeRole {role.role_arn}{where} failed: {error.code}: {error.message}"
+        ) from None
+    finally:
+        sts.close()
+
+
+def _session_keys(creds: Mapping[str, Any]) -> StaticKeys:
+    return StaticKeys(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"])
 
 
 def _credential_kwargs(keys: StaticKeys | None) -> dict[str, Any]:
@@ -197,13 +293,15 @@ class ConnectionClients:
     cache: ClientCache
     keys: StaticKeys | None = field(default=None, repr=False)
     session: boto3.Session | None = field(default=None, repr=False)
-    """Only for an assumed role: the connection's own session with refreshing credentials."""
+    """Only for a web identity or assumed roles: the connection's own session with refreshing credentials."""
     owner: int = 0
 
     @classmethod
     def build(cls, spec: ConnectionSpec, keys: StaticKeys | None, cache: ClientCache) -> ConnectionClients:
-        """Blocking (AssumeRole calls STS): run it off the event loop."""
-        session = _assumed_role_session(spec, keys, cache) if spec.assume_role is not None else None
+        """Blocking (a web identity or a role chain calls STS): run it off the event loop.
+        Raises CredentialsError when the source or a hop is refused."""
+        chained = bool(spec.role_chain) or spec.web_identity is not None
+        session = _chained_session(spec, keys, cache) if chained else None
         return cls(spec=spec, cache=cache, keys=keys, session=session, owner=cache.new_owner())
 
     def client(self, service: str) -> Any:

@@ -1,4 +1,5 @@
-"""Credentials of a connection: static keys from a Secret, an assumed role, or the default chain.
+"""Credentials of a connection: the source identity (static keys from a Secret, a web identity
+token file, or the default chain), then optionally a chain of assumed roles.
 
 Key material is held in objects whose repr hides it, and every error raised here
 carries a reason and a message that name Secrets and keys, never their values.
@@ -6,10 +7,15 @@ carries a reason and a message that name Secrets and keys, never their values.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from incident_commander.aws.spec import SecretRef
 from incident_commander.kube_api import SecretData
+
+MAX_WEB_IDENTITY_TOKEN = 20_000
+"""STS accepts web identity tokens of up to 20,000 characters."""
 
 
 class CredentialsError(Exception):
@@ -54,3 +60,36 @@ def keys_from_secret(secret: SecretData | None, ref: SecretRef) -> StaticKeys:
         raise CredentialsError(
             "KeyInvalid", f"Secret {ref.name} holds keys that are not UTF-8 text"
         ) from None
+
+
+def read_web_identity_token(path: str, allowed_dirs: Sequence[str]) -> str:
+    """The OIDC token in ``path``, read anew at every (re)fetch: projected tokens rotate.
+
+    The file must lie inside one of ``allowed_dirs`` (the operator's ``--web-identity-token-dir``),
+    symlinks resolved. A token file is the operator pod's, not the connection's namespace's: without
+    that check any AwsConnection could send any file the operator can read (its Kubernetes
+    service-account token, say) to the STS endpoint its ``endpointUrl`` names. Errors name the
+    path, never the content.
+    """
+    resolved = os.path.realpath(path)
+    roots = [os.path.realpath(d) for d in allowed_dirs]
+    if not any(os.path.commonpath([resolved, root]) == root for root in roots):
+        allowed = ", ".join(allowed_dirs) if allowed_dirs else "none (set --web-identity-token-dir)"
+        raise CredentialsError(
+            "WebIdentityTokenNotAllowed",
+            f"web identity token file {path} is outside the directories this operator allows: {allowed}",
+        )
+    try:
+        with open(resolved, encoding="utf-8") as token_file:
+            token = token_file.read(MAX_WEB_IDENTITY_TOKEN + 1).strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise CredentialsError(
+            "WebIdentityTokenUnreadable", f"web identity token file {path} cannot be read: {reason}"
+        ) from None
+    if not token or len(token) > MAX_WEB_IDENTITY_TOKEN:
+        raise CredentialsError(
+            "WebIdentityTokenUnreadable",
+            f"web identity token file {path} is empty or longer than {MAX_WEB_IDENTITY_TOKEN} characters",
+        )
+    return token

@@ -22,6 +22,8 @@ from botocore.exceptions import (
 )
 from botocore.parsers import ResponseParserError
 
+from incident_commander.aws.credentials import CredentialsError
+
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -63,9 +65,12 @@ class ProbeError:
     message: str
     retryable: bool
 
+    credentials: bool = False
+    """The credentials themselves could not be had (a refresh of a role chain or web identity failed)."""
+
     @property
     def is_credentials(self) -> bool:
-        return self.reason in CREDENTIAL_CODES or self.reason == "NoCredentials"
+        return self.credentials or self.reason in CREDENTIAL_CODES or self.reason == "NoCredentials"
 
 
 def redact(message: str) -> str:
@@ -75,6 +80,12 @@ def redact(message: str) -> str:
 
 def classify(exc: BaseException) -> ProbeError:
     """Map an exception from a botocore call to a ProbeError."""
+    if isinstance(exc, CredentialsError):
+        # Raised by a refresh of expiring STS credentials inside the call (its message names roles
+        # and files, never key material).
+        return ProbeError(
+            code=exc.reason, reason=exc.reason, message=exc.message, retryable=False, credentials=True
+        )
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "Unknown")

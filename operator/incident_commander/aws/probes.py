@@ -47,20 +47,89 @@ def _budgets(client: Any, ctx: ProbeContext) -> Any:
     return client.describe_budgets(AccountId=ctx.account_id, MaxResults=1)
 
 
-PROBES: Mapping[str, ProbeCall] = {
-    "sts": lambda c, _: c.get_caller_identity(),
-    "s3": lambda c, _: c.list_buckets(),
-    "dynamodb": lambda c, _: c.list_tables(Limit=1),
-    "kinesis": lambda c, _: c.list_streams(Limit=1),
-    "stepfunctions": lambda c, _: c.list_state_machines(maxResults=1),
-    "ce": _cost_and_usage,
-    "budgets": _budgets,
-    "inspector2": lambda c, _: c.list_findings(maxResults=1),
-    "opensearch": lambda c, _: c.list_domain_names(),
-    "opensearchserverless": lambda c, _: c.list_collections(maxResults=1),
-    "bedrock": lambda c, _: c.list_foundation_models(),
-    "bedrock-runtime": lambda c, _: c.list_async_invokes(maxResults=1),
+@dataclass(frozen=True, kw_only=True)
+class Probe:
+    """How one service is probed, and what that needs: docs/awsconnection.md lists the same."""
+
+    call: ProbeCall
+    operation: str
+    """The AWS API operation the probe makes."""
+    iam_action: str | None
+    """The IAM action the connection's identity needs for it; None when no policy can deny it."""
+    signing_name: str
+    """The service name in the SigV4 credential scope (what a proxy or emulator sees)."""
+
+
+PROBES: Mapping[str, Probe] = {
+    "sts": Probe(
+        call=lambda c, _: c.get_caller_identity(),
+        operation="GetCallerIdentity",
+        iam_action=None,
+        signing_name="sts",
+    ),
+    "s3": Probe(
+        call=lambda c, _: c.list_buckets(),
+        operation="ListBuckets",
+        iam_action="s3:ListAllMyBuckets",
+        signing_name="s3",
+    ),
+    "dynamodb": Probe(
+        call=lambda c, _: c.list_tables(Limit=1),
+        operation="ListTables",
+        iam_action="dynamodb:ListTables",
+        signing_name="dynamodb",
+    ),
+    "kinesis": Probe(
+        call=lambda c, _: c.list_streams(Limit=1),
+        operation="ListStreams",
+        iam_action="kinesis:ListStreams",
+        signing_name="kinesis",
+    ),
+    "stepfunctions": Probe(
+        call=lambda c, _: c.list_state_machines(maxResults=1),
+        operation="ListStateMachines",
+        iam_action="states:ListStateMachines",
+        signing_name="states",
+    ),
+    "ce": Probe(
+        call=_cost_and_usage, operation="GetCostAndUsage", iam_action="ce:GetCostAndUsage", signing_name="ce"
+    ),
+    "budgets": Probe(
+        call=_budgets, operation="DescribeBudgets", iam_action="budgets:ViewBudget", signing_name="budgets"
+    ),
+    "inspector2": Probe(
+        call=lambda c, _: c.list_findings(maxResults=1),
+        operation="ListFindings",
+        iam_action="inspector2:ListFindings",
+        signing_name="inspector2",
+    ),
+    "opensearch": Probe(
+        call=lambda c, _: c.list_domain_names(),
+        operation="ListDomainNames",
+        iam_action="es:ListDomainNames",
+        signing_name="es",
+    ),
+    "opensearchserverless": Probe(
+        call=lambda c, _: c.list_collections(maxResults=1),
+        operation="ListCollections",
+        iam_action="aoss:ListCollections",
+        signing_name="aoss",
+    ),
+    "bedrock": Probe(
+        call=lambda c, _: c.list_foundation_models(),
+        operation="ListFoundationModels",
+        iam_action="bedrock:ListFoundationModels",
+        signing_name="bedrock",
+    ),
+    # Read-only and free; Converse would prove more but bills tokens at every probe.
+    "bedrock-runtime": Probe(
+        call=lambda c, _: c.list_async_invokes(maxResults=1),
+        operation="ListAsyncInvokes",
+        iam_action="bedrock:ListAsyncInvokes",
+        signing_name="bedrock",
+    ),
 }
+"""One probe per service of the AwsConnection CRD's ``services`` enum (a unit test holds them equal)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,7 +163,7 @@ async def probe_service(
         )
     loop = asyncio.get_running_loop()
     client = await loop.run_in_executor(executor, clients.probe_client, service)
-    call = functools.partial(PROBES[service], client, ctx)
+    call = functools.partial(PROBES[service].call, client, ctx)
     attempts = 0
 
     async def attempt() -> Any:

@@ -39,3 +39,17 @@ def test_access_key_ids_are_masked_in_messages() -> None:
     error = classify(client_error("InvalidClientTokenId", 403, "The key AKIAABCDEFGHIJKLMNOP is invalid"))
     assert "AKIA" not in error.message and "****" in error.message
     assert redact("ASIA1234567890ABCDEF and more") == "**** and more"
+
+
+def test_a_failed_credentials_refresh_inside_a_call_is_a_credentials_error() -> None:
+    from incident_commander.aws.credentials import CredentialsError
+
+    error = classify(
+        CredentialsError("AssumeRoleFailed", "AssumeRole arn:aws:iam::1:role/r failed: AccessDenied")
+    )
+    assert (error.code, error.reason, error.retryable, error.is_credentials) == (
+        "AssumeRoleFailed",
+        "AssumeRoleFailed",
+        False,
+        True,
+    )

@@ -106,6 +106,7 @@ class ConnectionController(Controller[Connection]):
         client_cache: int = DEFAULT_CLIENT_CACHE,
         tracer: Tracer = NOOP_TRACER,
         probe: Prober = probe_service,
+        web_identity_token_dirs: tuple[str, ...] = (),
         start_workers: bool = True,
     ) -> None:
         super().__init__(
@@ -119,7 +120,11 @@ class ConnectionController(Controller[Connection]):
         self._heartbeat = heartbeat
         self._probe_service = probe
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        self.client_cache = ClientCache(client_cache, on_build=metrics.aws_client_builds.inc)
+        self.client_cache = ClientCache(
+            client_cache,
+            on_build=metrics.aws_client_builds.inc,
+            web_identity_token_dirs=web_identity_token_dirs,
+        )
         metrics.aws_clients.set_function(lambda: len(self.client_cache))
         self._started = time.monotonic()
 
