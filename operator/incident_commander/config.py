@@ -3,22 +3,35 @@
 Values come from command-line flags, which fall back to ``IC_*`` environment
 variables (so the Helm chart can set them either way), which fall back to the
 defaults below. Nothing is read at import time.
+
+A flag and its variable go through the same parser (the ``parse_*`` functions
+below), so ``--metrics-port=abc`` and ``IC_METRICS_PORT=abc`` are refused alike:
+one line on stderr naming the flag or the variable, exit code 2, no traceback.
+A bad variable is refused even when its flag overrides it, and even with
+``--help``: a misconfigured Deployment should fail where it is read, not later.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 import secrets
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal, NoReturn
+from urllib.parse import urlsplit
 
 from incident_commander.aws.clients import DEFAULT_CLIENT_CACHE
-from incident_commander.durations import parse_duration
+from incident_commander.durations import InvalidDuration, parse_duration
 
 LogFormat = Literal["json", "text"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("json", "text")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+PROG = "incident-commander"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,97 +92,320 @@ class OperatorConfig:
     """PEM private key matching ``tls_cert_file``."""
 
 
-def _env(environ: Mapping[str, str], name: str, default: str) -> str:
-    return environ.get(f"IC_{name}", default)
+# --- Parsers: one per kind of value, shared by a flag and its IC_* variable. -----------------
+# Each raises argparse.ArgumentTypeError, whose message argparse prints after the flag's name and
+# config_from_args prints after the variable's.
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def parse_port(text: str) -> int:
+    """A TCP port, or 0 for "off"."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535; 0 turns it off)")
+    return value
+
+
+def parse_int(text: str) -> int:
+    """Any integer (peering priorities may be negative)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def parse_positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    value = parse_int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def parse_log_format(text: str) -> LogFormat:
+    if text not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log format (choose from json, text)")
+    return text
+
+
+def parse_log_level(text: str) -> str:
+    """A standard logging level name, in any case."""
+    level = text.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log level (choose from {', '.join(LOG_LEVELS)})")
+    return level
+
+
+def parse_duration_arg(text: str) -> timedelta:
+    """A positive duration such as 30s or 5m."""
+    try:
+        value = parse_duration(text)
+    except InvalidDuration as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if value <= timedelta(0):
+        raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0s")
+    return value
+
+
+def parse_namespace(text: str) -> str:
+    """A namespace name (an RFC 1123 label)."""
+    if len(text) > 63 or not _DNS_LABEL.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a namespace name (lowercase RFC 1123 label)")
+    return text
+
+
+def parse_peering_name(text: str) -> str:
+    """The name of a kopf peering object (an RFC 1123 subdomain)."""
+    if len(text) > 253 or not _DNS_SUBDOMAIN.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an object name (lowercase RFC 1123 subdomain)")
+    return text
+
+
+def parse_ip_address(text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+    return text
+
+
+def parse_origin(text: str) -> str:
+    """A browser origin: scheme, host and optional port, nothing else."""
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an origin such as https://console.example.com")
+    return text
+
+
+def parse_liveness(text: str) -> str:
+    """kopf's liveness endpoint: an http URL with host and port; empty turns it off."""
+    if not text:
+        return text
+    parts = urlsplit(text)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme != "http" or not parts.hostname or port is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL such as http://0.0.0.0:8080/healthz")
+    return text
+
+
+def _text(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Variable:
+    """An ``IC_*`` variable: the flag it stands for, and how its value is read."""
+
+    name: str
+    flag: str
+    parse: Callable[[str], Any]
+    is_list: bool = False
+    """Comma-separated list (each item parsed), as the repeatable flag."""
+
+
+VARIABLES = (
+    Variable("IC_NAMESPACES", "--namespace", parse_namespace, is_list=True),
+    Variable("IC_METRICS_PORT", "--metrics-port", parse_port),
+    Variable("IC_API_PORT", "--api-port", parse_port),
+    Variable("IC_BIND_ADDRESS", "--bind-address", parse_ip_address),
+    Variable("IC_LIVENESS_ENDPOINT", "--liveness", parse_liveness),
+    Variable("IC_LOG_FORMAT", "--log-format", parse_log_format),
+    Variable("IC_LOG_LEVEL", "--log-level", parse_log_level),
+    Variable("IC_PEERING", "--peering", parse_peering_name),
+    Variable("IC_PEERING_PRIORITY", "--peering-priority", parse_int),
+    Variable("IC_CORS_ORIGINS", "--cors-origin", parse_origin, is_list=True),
+    Variable("IC_DELETION_TIMEOUT", "--deletion-timeout", parse_duration_arg),
+    Variable("IC_LEDGER_REFRESH", "--ledger-refresh", parse_duration_arg),
+    Variable("IC_AWS_CLIENT_CACHE", "--aws-client-cache", parse_positive_int),
+    Variable("IC_TLS_CERT_FILE", "--tls-cert-file", _text),
+    Variable("IC_TLS_KEY_FILE", "--tls-key-file", _text),
+)
+"""Every variable the operator reads. An empty variable counts as unset."""
+
+
+class _Repeatable(argparse.Action):
+    """A repeatable flag whose values replace its default (the environment's list) rather than
+    adding to it, so ``-n a`` with ``IC_NAMESPACES=x,y`` watches only ``a``: flags win."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        current = getattr(namespace, self.dest, None)
+        items = [] if current is self.default or current is None else list(current)
+        setattr(namespace, self.dest, [*items, values])
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message is one line naming the flag or variable."""
+
+
+def environment_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The set ``IC_*`` variables, parsed, keyed by flag; ConfigError for the first bad one."""
+    values: dict[str, Any] = {}
+    for variable in VARIABLES:
+        raw = environ.get(variable.name, "")
+        if not raw:
+            continue
+        try:
+            if variable.is_list:
+                values[variable.flag] = [
+                    variable.parse(item.strip()) for item in raw.split(",") if item.strip()
+                ]
+            else:
+                values[variable.flag] = variable.parse(raw)
+        except argparse.ArgumentTypeError as error:
+            raise ConfigError(f"environment variable {variable.name}: {error}") from None
+    return values
 
 
 def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
-    """The ``incident-commander`` command line; defaults come from ``IC_*`` variables."""
-    env = os.environ if environ is None else environ
+    """The ``incident-commander`` command line; defaults come from ``IC_*`` variables.
+
+    Raises ConfigError when a variable is set to something its flag would refuse."""
+    env = environment_defaults(os.environ if environ is None else environ)
     defaults = OperatorConfig()
-    parser = argparse.ArgumentParser(prog="incident-commander", description=__doc__)
+
+    def default(flag: str, fallback: Any) -> Any:
+        return env.get(flag, fallback)
+
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument(
         "-n",
         "--namespace",
-        action="append",
+        action=_Repeatable,
         dest="namespaces",
-        default=[n for n in _env(env, "NAMESPACES", "").split(",") if n],
+        type=parse_namespace,
+        default=default("--namespace", []),
         help="watch this namespace (repeatable; env IC_NAMESPACES, comma-separated)",
     )
     scope.add_argument(
         "-A", "--all-namespaces", action="store_true", help="watch every namespace (the default)"
     )
     run.add_argument(
-        "--metrics-port", type=int, default=int(_env(env, "METRICS_PORT", str(defaults.metrics_port)))
+        "--metrics-port",
+        type=parse_port,
+        default=default("--metrics-port", defaults.metrics_port),
+        help="Prometheus /metrics port, 0 for none (env IC_METRICS_PORT)",
     )
-    run.add_argument("--api-port", type=int, default=int(_env(env, "API_PORT", str(defaults.api_port))))
-    run.add_argument("--bind-address", default=_env(env, "BIND_ADDRESS", defaults.bind_address))
+    run.add_argument(
+        "--api-port",
+        type=parse_port,
+        default=default("--api-port", defaults.api_port),
+        help="API port, 0 for none (env IC_API_PORT)",
+    )
+    run.add_argument(
+        "--bind-address",
+        type=parse_ip_address,
+        default=default("--bind-address", defaults.bind_address),
+        help="address of the metrics and API servers (env IC_BIND_ADDRESS)",
+    )
     run.add_argument(
         "--liveness",
         dest="liveness_endpoint",
-        default=_env(env, "LIVENESS_ENDPOINT", defaults.liveness_endpoint),
-        help="kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz",
+        type=parse_liveness,
+        default=default("--liveness", defaults.liveness_endpoint),
+        help="kopf liveness endpoint URL, e.g. http://0.0.0.0:8080/healthz (env IC_LIVENESS_ENDPOINT)",
     )
     run.add_argument(
-        "--log-format", choices=["json", "text"], default=_env(env, "LOG_FORMAT", defaults.log_format)
+        "--log-format",
+        type=parse_log_format,
+        default=default("--log-format", defaults.log_format),
+        help="json or text (env IC_LOG_FORMAT)",
     )
-    run.add_argument("--log-level", default=_env(env, "LOG_LEVEL", defaults.log_level))
+    run.add_argument(
+        "--log-level",
+        type=parse_log_level,
+        default=default("--log-level", defaults.log_level),
+        help=f"one of {', '.join(LOG_LEVELS)} (env IC_LOG_LEVEL)",
+    )
     run.add_argument(
         "--peering",
         dest="peering_name",
-        default=_env(env, "PEERING", "") or None,
-        help="kopf peering name for several replicas (needs the peering CRDs); standalone if unset",
+        type=parse_peering_name,
+        default=default("--peering", None),
+        help="kopf peering name for several replicas (needs the peering CRDs); standalone if unset"
+        " (env IC_PEERING)",
     )
     run.add_argument(
         "--peering-priority",
-        type=int,
-        default=int(_env(env, "PEERING_PRIORITY", "0")) or None,
-        help="kopf peering priority of this replica (distinct per replica); random if unset",
+        type=parse_int,
+        default=default("--peering-priority", None),
+        help="kopf peering priority of this replica (distinct per replica); random if unset or 0"
+        " (env IC_PEERING_PRIORITY)",
     )
     run.add_argument(
         "--cors-origin",
-        action="append",
+        action=_Repeatable,
         dest="cors_origins",
-        default=[o for o in _env(env, "CORS_ORIGINS", "").split(",") if o],
+        type=parse_origin,
+        default=default("--cors-origin", []),
+        help="origin allowed to call the API from a browser"
+        " (repeatable; env IC_CORS_ORIGINS, comma-separated)",
     )
     run.add_argument(
         "--deletion-timeout",
-        default=_env(env, "DELETION_TIMEOUT", "5m"),
-        help="give up deleting a policy's AWS resources after this long (e.g. 5m)",
+        type=parse_duration_arg,
+        default=default("--deletion-timeout", defaults.deletion_timeout),
+        help="give up deleting a policy's AWS resources after this long, e.g. 5m (env IC_DELETION_TIMEOUT)",
     )
     run.add_argument(
         "--ledger-refresh",
-        default=_env(env, "LEDGER_REFRESH", "") or None,
-        help="re-read budget ledgers this often (default 5s with --peering, else 10m)",
+        type=parse_duration_arg,
+        default=default("--ledger-refresh", None),
+        help="re-read budget ledgers this often (default 5s with --peering, else 10m; env IC_LEDGER_REFRESH)",
     )
     run.add_argument(
         "--aws-client-cache",
-        type=int,
-        default=int(_env(env, "AWS_CLIENT_CACHE", str(defaults.aws_client_cache))),
-        help="live boto3 clients kept across all connections (memory against rebuilds)",
+        type=parse_positive_int,
+        default=default("--aws-client-cache", defaults.aws_client_cache),
+        help="live boto3 clients kept across all connections, memory against rebuilds"
+        " (env IC_AWS_CLIENT_CACHE)",
     )
     run.add_argument(
         "--tls-cert-file",
-        default=_env(env, "TLS_CERT_FILE", "") or None,
-        help="PEM certificate for the API port (with --tls-key-file: HTTPS)",
+        default=default("--tls-cert-file", None),
+        help="PEM certificate for the API port (with --tls-key-file: HTTPS; env IC_TLS_CERT_FILE)",
     )
-    run.add_argument("--tls-key-file", default=_env(env, "TLS_KEY_FILE", "") or None)
+    run.add_argument(
+        "--tls-key-file",
+        default=default("--tls-key-file", None),
+        help="PEM private key for the API port (env IC_TLS_KEY_FILE)",
+    )
     return parser
+
+
+def _fail(message: str) -> NoReturn:
+    """One line on stderr and exit code 2, as argparse does for a bad flag."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def config_from_args(
     argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
 ) -> OperatorConfig:
-    """Parse flags (and ``IC_*`` variables) into an OperatorConfig."""
-    parser = build_parser(environ)
+    """Parse flags (and ``IC_*`` variables) into an OperatorConfig; exit 2 on a bad value."""
+    try:
+        parser = build_parser(environ)
+    except ConfigError as error:
+        _fail(str(error))
     args = parser.parse_args(argv)
-    if args.aws_client_cache < 1:
-        parser.error("--aws-client-cache must be at least 1")
     if bool(args.tls_cert_file) != bool(args.tls_key_file):
-        parser.error("--tls-cert-file and --tls-key-file go together")
+        parser.error("--tls-cert-file and --tls-key-file go together (env IC_TLS_CERT_FILE, IC_TLS_KEY_FILE)")
     namespaces = tuple(args.namespaces or ())
     return OperatorConfig(
         namespaces=() if args.all_namespaces else namespaces,
@@ -179,12 +415,12 @@ def config_from_args(
         bind_address=args.bind_address,
         liveness_endpoint=args.liveness_endpoint,
         log_format=args.log_format,
-        log_level=args.log_level.upper(),
+        log_level=args.log_level,
         peering_name=args.peering_name,
         peering_priority=args.peering_priority or secrets.randbelow(1_000_000) + 1,
         cors_origins=tuple(args.cors_origins),
-        deletion_timeout=parse_duration(args.deletion_timeout),
-        ledger_refresh=parse_duration(args.ledger_refresh or ("5s" if args.peering_name else "10m")),
+        deletion_timeout=args.deletion_timeout,
+        ledger_refresh=args.ledger_refresh or timedelta(seconds=5 if args.peering_name else 600),
         aws_client_cache=args.aws_client_cache,
         tls_cert_file=args.tls_cert_file,
         tls_key_file=args.tls_key_file,
