@@ -142,11 +142,16 @@ def parse_log_level(text: str) -> str:
 
 
 def parse_duration_arg(text: str) -> timedelta:
-    """A positive duration such as 30s or 5m."""
+    """A duration such as 30s or 5m (0s allowed)."""
     try:
-        value = parse_duration(text)
+        return parse_duration(text)
     except InvalidDuration as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_positive_duration(text: str) -> timedelta:
+    """A duration longer than 0s (an interval: 0 would spin)."""
+    value = parse_duration_arg(text)
     if value <= timedelta(0):
         raise argparse.ArgumentTypeError(f"{text!r} must be longer than 0s")
     return value
@@ -223,7 +228,7 @@ VARIABLES = (
     Variable("IC_PEERING_PRIORITY", "--peering-priority", parse_int),
     Variable("IC_CORS_ORIGINS", "--cors-origin", parse_origin, is_list=True),
     Variable("IC_DELETION_TIMEOUT", "--deletion-timeout", parse_duration_arg),
-    Variable("IC_LEDGER_REFRESH", "--ledger-refresh", parse_duration_arg),
+    Variable("IC_LEDGER_REFRESH", "--ledger-refresh", parse_positive_duration),
     Variable("IC_AWS_CLIENT_CACHE", "--aws-client-cache", parse_positive_int),
     Variable("IC_TLS_CERT_FILE", "--tls-cert-file", _text),
     Variable("IC_TLS_KEY_FILE", "--tls-key-file", _text),
@@ -365,7 +370,7 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
     )
     run.add_argument(
         "--ledger-refresh",
-        type=parse_duration_arg,
+        type=parse_positive_duration,
         default=default("--ledger-refresh", None),
         help="re-read budget ledgers this often (default 5s with --peering, else 10m; env IC_LEDGER_REFRESH)",
     )

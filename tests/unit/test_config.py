@@ -158,6 +158,8 @@ def test_repeatable_flags_replace_the_environment_list() -> None:
 def test_durations_from_flag_or_env() -> None:
     config = config_from_args(["run"], environ={"IC_DELETION_TIMEOUT": "90s", "IC_LEDGER_REFRESH": "1m"})
     assert (config.deletion_timeout, config.ledger_refresh) == (timedelta(seconds=90), timedelta(minutes=1))
+    # 0s is a deletion timeout (give up at once; the chart's schema allows it), not a refresh interval.
+    assert config_from_args(["run"], environ={"IC_DELETION_TIMEOUT": "0s"}).deletion_timeout == timedelta(0)
 
 
 @pytest.mark.parametrize(
