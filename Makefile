@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability
+.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability localstack prometheus
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ integration: controlplane
 
 test: lint chart-lint controlplane
 	$(PY) -m pytest tests -q
+
+# LocalStack community in host mode (tests/localstack/install.sh makes its Python 3.13 venv once).
+localstack: controlplane
+	bash tests/localstack/install.sh >/dev/null
+	$(PY) -m pytest tests/localstack -q
+
+# prometheus-operator (built once from the Go module proxy) and Debian's prometheus.
+prometheus: controlplane
+	bash tests/prometheus/build.sh >/dev/null
+	$(PY) -m pytest tests/prometheus -q
 
 # The fault matrix and the fuzzing, long variant (more rounds, longer faults, 300 fuzzed specs per
 # kind); `make test` runs the short one. See docs/reliability.md.
@@ -61,8 +71,9 @@ kind-e2e: kind-up
 kind-down:
 	bash hack/kind/kind-down.sh
 
+# Ports: make demo DEMO_ARGS="--aws-port 4570 --metrics-port 9091 --api-port 8444" (see --help).
 demo: controlplane
-	$(PY) -m tests.controlplane.demo
+	$(PY) -m tests.controlplane.demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

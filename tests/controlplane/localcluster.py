@@ -278,14 +278,23 @@ class LocalControlPlane:
         self._wait("kube-apiserver", self._apiserver_ready, timeout=timeout)
 
         if self.start_controller_manager:
+            # The controllers run as system:kube-controller-manager (no per-controller service
+            # accounts); the aggregation controller needs its own bootstrap role on top.
+            self._bind_cluster_role(
+                "ic-test:controller-manager:clusterrole-aggregation",
+                "system:controller:clusterrole-aggregation-controller",
+                user="system:kube-controller-manager",
+            )
             cm_kubeconfig = self.workdir / "controller-manager.kubeconfig"
             cm_kubeconfig.write_text(_kubeconfig(self.server, self.pki, "controller-manager"))
             self._spawn(
                 "kube-controller-manager",
                 [
                     f"--kubeconfig={cm_kubeconfig}",
+                    # clusterrole-aggregation: Kubernetes' view/edit/admin roles pick up
+                    # aggregated rules (the chart's roles for our kinds) as on any cluster.
                     "--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,"
-                    "root-ca-cert-publisher",
+                    "root-ca-cert-publisher,clusterrole-aggregation",
                     f"--service-account-private-key-file={self.pki.path('sa.key')}",
                     f"--root-ca-file={self.pki.path('ca.crt')}",
                     "--leader-elect=false",
@@ -374,6 +383,22 @@ class LocalControlPlane:
             time.sleep(0.2)
         raise TimeoutError(f"{component} not ready after {timeout}s:\n{_tail(self.log(component))}")
 
+    def _admin_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))
+        context.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
+        return context
+
+    def _bind_cluster_role(self, name: str, role: str, *, user: str) -> None:
+        body = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+        }
+        url = f"{self.server}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
+        _post_json(url, body, context=self._admin_context())
+
     def _apiserver_ready(self) -> bool:
         context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))
         context.load_cert_chain(self.pki.path("admin.crt"), self.pki.path("admin.key"))
@@ -406,11 +431,11 @@ def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
         return False
 
 
-def _post_json(url: str, body: dict[str, object]) -> dict[str, Any]:
+def _post_json(url: str, body: dict[str, object], context: ssl.SSLContext | None = None) -> dict[str, Any]:
     request = urllib.request.Request(  # noqa: S310 - loopback URL we built
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback URL we built
+    with urllib.request.urlopen(request, timeout=10, context=context) as response:  # noqa: S310 - loopback URL we built
         return dict(json.loads(response.read()))
 
 

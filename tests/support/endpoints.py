@@ -95,8 +95,14 @@ class OperatorProcess:
         extra_args: tuple[str, ...] = ("--all-namespaces",),
         log_format: str = "json",
         env: dict[str, str] | None = None,
+        liveness_port: int | None = None,
+        metrics_port: int | None = None,
+        api_port: int | None = None,
     ) -> OperatorProcess:
-        liveness, metrics, api = free_port(), free_port(), free_port()
+        """Ports not given (or 0) are free ones picked here."""
+        liveness = liveness_port or free_port()
+        metrics = metrics_port or free_port()
+        api = api_port or free_port()
         script = Path(sys.executable).parent / "incident-commander"
         env = {
             **kube.env,

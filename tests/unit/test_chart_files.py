@@ -66,11 +66,45 @@ def test_values_files_satisfy_the_schema(values: Path) -> None:
         {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
         {"monitoring": {"serviceMonitor": {"enabled": "yes"}}},
         {"podDisruptionBudget": {"minAvailable": "half"}},
+        {"podDisruptionBudget": {"maxUnavailable": "half"}},
+        {"image": {"repository": "x", "digest": "latest"}},
+        {"monitoring": {"serviceMonitor": {"scrapeTimeout": "soon"}}},
+        {"monitoring": {"serviceMonitor": {"relabelings": "drop"}}},
+        {"operator": {"extraArgs": ["no-dashes"]}},
+        {"extraVolumeMounts": [{"name": "ca"}]},
+        {"topologySpreadConstraints": [{"maxSkew": 1}]},
+        {"rbac": {"aggregateClusterRoles": "yes"}},
     ],
 )
 def test_schema_rejects_invalid_values(bad: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schema())
+
+
+def test_schema_accepts_the_extension_points() -> None:
+    jsonschema.validate(
+        {
+            "image": {"repository": "x", "digest": "sha256:" + "0" * 64},
+            "podSecurityContext": {"runAsNonRoot": True},
+            "containerSecurityContext": {"readOnlyRootFilesystem": True},
+            "topologySpreadConstraints": [
+                {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}
+            ],
+            "operator": {"extraArgs": ["--aws-client-cache=64"], "env": [{"name": "A", "value": "b"}]},
+            "extraVolumes": [{"name": "ca", "configMap": {"name": "ca"}}],
+            "extraVolumeMounts": [{"name": "ca", "mountPath": "/etc/ca"}],
+            "monitoring": {
+                "serviceMonitor": {
+                    "scrapeTimeout": "10s",
+                    "relabelings": [{"targetLabel": "team", "replacement": "sre"}],
+                    "metricRelabelings": [{"action": "drop", "regex": "x"}],
+                }
+            },
+            "podDisruptionBudget": {"enabled": True, "maxUnavailable": "25%"},
+            "rbac": {"aggregateClusterRoles": False},
+        },
+        schema(),
+    )
 
 
 def test_every_value_in_values_yaml_is_described_by_the_schema() -> None:
@@ -119,8 +153,17 @@ def test_dockerfile_shape() -> None:
 
 
 def test_chart_security_context_matches_the_image_user() -> None:
-    deployment = (CHART / "templates" / "deployment.yaml").read_text()
-    assert "runAsUser: 65532" in deployment and "runAsGroup: 65532" in deployment
+    values = load_yaml(CHART / "values.yaml")
+    pod = values["podSecurityContext"]
+    assert (pod["runAsUser"], pod["runAsGroup"], pod["fsGroup"]) == (65532, 65532, 65532)
+    assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = values["containerSecurityContext"]
+    assert container == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert "USER 65532:65532" in (REPO / "Dockerfile").read_text()
 
 
 def test_kind_scripts_are_clean_under_shellcheck() -> None:

@@ -1,7 +1,14 @@
+import argparse
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 
 from incident_commander.aws.clients import DEFAULT_CLIENT_CACHE
-from incident_commander.config import config_from_args
+from incident_commander.config import VARIABLES, Variable, build_parser, config_from_args
 
 
 def test_defaults_watch_all_namespaces_with_json_logs() -> None:
@@ -90,3 +97,131 @@ def test_web_identity_token_dirs_are_none_by_default_and_absolute() -> None:
     assert config_from_args(flags, environ={}).web_identity_token_dirs == ("/t1", "/t2")
     with pytest.raises(SystemExit):
         config_from_args(["run", "--web-identity-token-dir", "relative/dir"], environ={})
+
+
+# --- Every IC_* variable goes through its flag's parser ------------------------------------------
+
+# A value each variable's flag refuses, and one it accepts (with what it becomes).
+BAD_AND_GOOD = {
+    "IC_NAMESPACES": ("Team_A", "team-a"),
+    "IC_METRICS_PORT": ("abc", "9091"),
+    "IC_API_PORT": ("70000", "0"),
+    "IC_BIND_ADDRESS": ("localhost:80", "127.0.0.1"),
+    "IC_LIVENESS_ENDPOINT": ("0.0.0.0:8080", "http://127.0.0.1:8081/healthz"),
+    "IC_LOG_FORMAT": ("xml", "text"),
+    "IC_LOG_LEVEL": ("LOUD", "debug"),
+    "IC_PEERING": ("Not A Name", "ic-peering"),
+    "IC_LEADER_ELECT": ("maybe", "true"),
+    "IC_LEADER_ELECTION_ID": ("Not A Name", "ic-shard-a"),
+    "IC_LEADER_ELECT_TIMING": ("2s,10s,15s", "6s,4s,1s"),
+    "IC_STATE_NAMESPACE": ("Ops_System", "ic-system"),
+    "IC_WEB_IDENTITY_TOKEN_DIRS": ("relative/dir", "/var/run/tokens"),
+    "IC_API_MAX_CONNECTIONS": ("0", "64"),
+    "IC_API_IDLE_TIMEOUT": ("0s", "5s"),
+    "IC_CORS_ORIGINS": ("console.example.com", "https://console.example.com"),
+    "IC_DELETION_TIMEOUT": ("5 minutes", "90s"),
+    "IC_LEDGER_REFRESH": ("0s", "30s"),
+    "IC_AWS_CLIENT_CACHE": ("0", "8"),
+}
+
+
+def test_every_flag_with_a_value_has_a_variable_and_every_variable_a_flag() -> None:
+    run = next(
+        action for action in build_parser({})._actions if isinstance(action, argparse._SubParsersAction)
+    ).choices["run"]
+    flags = {
+        option
+        for action in run._actions
+        if action.nargs != 0  # -A and --help take no value
+        for option in action.option_strings
+        if option.startswith("--")
+    }
+    assert flags == {variable.flag for variable in VARIABLES}
+    free_text = {"IC_TLS_CERT_FILE", "IC_TLS_KEY_FILE"}  # paths: read (and checked) at startup
+    assert set(BAD_AND_GOOD) == {variable.name for variable in VARIABLES} - free_text
+
+
+@pytest.mark.parametrize("variable", [v for v in VARIABLES if v.name in BAD_AND_GOOD], ids=lambda v: v.name)
+def test_a_variable_is_refused_exactly_when_its_flag_is(
+    variable: Variable, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad, good = BAD_AND_GOOD[variable.name]
+    with pytest.raises(SystemExit) as flag_exit:
+        config_from_args(["run", f"{variable.flag}={bad}"], environ={})
+    assert flag_exit.value.code == 2
+    capsys.readouterr()
+
+    with pytest.raises(SystemExit) as env_exit:
+        config_from_args(["run"], environ={variable.name: bad})
+    assert env_exit.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"incident-commander: error: environment variable {variable.name}: {bad!r}")
+
+    from_env = config_from_args(["run"], environ={variable.name: good})
+    from_flag = config_from_args(["run", f"{variable.flag}={good}"], environ={})
+    field = {
+        "--namespace": "namespaces",
+        "--cors-origin": "cors_origins",
+        "--peering": "leader_election",
+        "--leader-elect": "leader_election",
+        "--leader-election-id": "leader_election",
+        "--leader-elect-timing": "leader_timing",
+        "--web-identity-token-dir": "web_identity_token_dirs",
+    }.get(variable.flag, variable.flag.removeprefix("--").replace("-", "_"))
+    field = {"liveness": "liveness_endpoint"}.get(field, field)
+    assert getattr(from_env, field) == getattr(from_flag, field)
+    assert getattr(from_env, field) != getattr(config_from_args(["run"], environ={}), field)
+
+
+def test_log_level_and_format_values() -> None:
+    assert config_from_args(["run"], environ={"IC_LOG_LEVEL": "warning"}).log_level == "WARNING"
+    for bad in ({"IC_LOG_FORMAT": "xml"}, {"IC_LOG_LEVEL": "LOUD"}, {"IC_METRICS_PORT": "abc"}):
+        with pytest.raises(SystemExit) as exit_info:
+            config_from_args(["run"], environ=bad)
+        assert exit_info.value.code == 2
+
+
+def test_a_bad_variable_is_refused_even_when_its_flag_overrides_it() -> None:
+    with pytest.raises(SystemExit):
+        config_from_args(["run", "--metrics-port=9091"], environ={"IC_METRICS_PORT": "abc"})
+
+
+def test_repeatable_flags_replace_the_environment_list() -> None:
+    env = {"IC_NAMESPACES": "x,y", "IC_CORS_ORIGINS": "https://a.example"}
+    config = config_from_args(["run", "-n", "a", "--cors-origin", "https://b.example"], environ=env)
+    assert config.namespaces == ("a",)
+    assert config.cors_origins == ("https://b.example",)
+    assert config_from_args(["run"], environ=env).namespaces == ("x", "y")
+
+
+def test_durations_from_flag_or_env() -> None:
+    config = config_from_args(["run"], environ={"IC_DELETION_TIMEOUT": "90s", "IC_LEDGER_REFRESH": "1m"})
+    assert (config.deletion_timeout, config.ledger_refresh) == (timedelta(seconds=90), timedelta(minutes=1))
+    # 0s is a deletion timeout (give up at once; the chart's schema allows it), not a refresh interval.
+    assert config_from_args(["run"], environ={"IC_DELETION_TIMEOUT": "0s"}).deletion_timeout == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("env", "argv"),
+    [
+        ({"IC_METRICS_PORT": "abc"}, ["run", "--help"]),
+        ({"IC_LOG_LEVEL": "LOUD"}, ["run"]),
+    ],
+)
+def test_the_console_script_prints_one_line_and_exits_2(env: dict[str, str], argv: list[str]) -> None:
+    """The installed entry point, as the container runs it: no traceback, even with --help."""
+    script = Path(sys.executable).parent / "incident-commander"
+    result = subprocess.run(
+        [str(script), *argv],
+        env={"PATH": os.environ.get("PATH", ""), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    name = next(iter(env))
+    assert line.startswith(f"incident-commander: error: environment variable {name}: {env[name]!r}")

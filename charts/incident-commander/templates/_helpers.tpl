@@ -61,5 +61,23 @@ Rules the operator needs in every namespace it watches, verb by verb (see docs/p
 {{- end }}
 
 {{- define "incident-commander.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
 {{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the CRD named .name exists and belongs to no release of this name and namespace (it
+was applied by hand or by another tool): the chart then leaves it alone. Call with
+(dict "name" NAME "root" $).
+*/}}
+{{- define "incident-commander.crdManagedElsewhere" -}}
+{{- $existing := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" .name | default dict }}
+{{- if $existing }}
+{{- $release := dig "metadata" "annotations" "meta.helm.sh/release-name" "" $existing }}
+{{- $namespace := dig "metadata" "annotations" "meta.helm.sh/release-namespace" "" $existing }}
+{{- if not (and (eq $release .root.Release.Name) (eq $namespace .root.Release.Namespace)) }}true{{ end }}
+{{- end }}
 {{- end }}
