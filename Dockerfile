@@ -15,7 +15,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY requirements.lock pyproject.toml README.md ./
 COPY operator ./operator
-RUN python -m venv /opt/venv \
+# pip's configuration may come in as build secrets, for machines that reach the package index
+# through a mirror or a TLS-inspecting proxy: `--secret id=pip.conf,src=FILE` (mounted as
+# /etc/pip.conf) and `--secret id=ca-bundle,src=FILE` (/run/secrets/ca-bundle), as
+# hack/image/build.sh does. Secrets are mounted for this step only: nothing of them is kept.
+RUN --mount=type=secret,id=pip.conf,target=/etc/pip.conf \
+    --mount=type=secret,id=ca-bundle \
+    python -m venv /opt/venv \
  && /opt/venv/bin/pip install --require-hashes --no-deps -r requirements.lock \
  && /opt/venv/bin/pip install --no-deps --no-build-isolation . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel

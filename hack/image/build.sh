@@ -104,25 +104,25 @@ fi
 started=$(date +%s)
 echo "building $image on $base with buildah" >&2
 # pip in the build stage reaches the package index through this machine's settings: its CA
-# bundle and pip configuration (index, certificate) are mounted for the RUN steps only.
-mounts=()
+# bundle and pip configuration (index, certificate), passed as build secrets (the Dockerfile
+# mounts them for its pip step only; nothing of them ends up in a layer).
+secrets=()
 pip_conf="$(mktemp /tmp/ic-pip-XXXXXX.conf)"
 trap 'rm -f "$pip_conf"' EXIT
 {
   echo "[global]"
   if [[ -f /etc/ssl/certs/ca-certificates.crt ]]; then
-    mounts+=(--volume /etc/ssl/certs/ca-certificates.crt:/run/ic-host-ca.crt:ro)
-    echo "cert = /run/ic-host-ca.crt"
+    secrets+=(--secret "id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt")
+    echo "cert = /run/secrets/ca-bundle"
   fi
   index="$(python3 -m pip config get global.index-url 2>/dev/null || true)"
   [[ -n ${PIP_INDEX_URL:-} ]] && index="$PIP_INDEX_URL"
   [[ -n $index ]] && echo "index-url = $index"
 } >"$pip_conf"
-chmod 0644 "$pip_conf"
-mounts+=(--volume "$pip_conf:/etc/pip.conf:ro")
+secrets+=(--secret "id=pip.conf,src=$pip_conf")
 
 b bud --pull=never --isolation=chroot --network=host --layers=false \
-  "${mounts[@]}" --build-arg BASE_IMAGE="$base" --build-arg REVISION="$revision" \
+  "${secrets[@]}" --build-arg BASE_IMAGE="$base" --build-arg REVISION="$revision" \
   -t "$image" -f Dockerfile . >&2
 mkdir -p "$(dirname "$archive")"
 b push --quiet "$image" "oci-archive:$archive.tmp:$image" >&2
