@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.controlplane.localcluster import build_binaries
 from tests.e2e import support
 from tests.node.cluster import PAUSE_IMAGE, NodeCluster

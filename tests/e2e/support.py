@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from tests.node.cluster import CLUSTER_DOMAIN, NODE_IP, NodeCluster
 from tests.support.chart import CHART, helm
 from tests.support.kube import Kube
@@ -283,19 +284,31 @@ def snapshot(kube: Kube, namespace: str) -> dict[str, Any]:
 
 
 def assert_no_churn(before: dict[str, Any], after: dict[str, Any]) -> None:
+    """Every difference at once: changed conditions, generations, lost or rewritten Secrets, new Events."""
+    problems = []
     churned = {
         name: {"before": conditions, "after": after["conditions"].get(name)}
         for name, conditions in before["conditions"].items()
         if after["conditions"].get(name) != conditions
     }
-    assert not churned, f"conditions changed (status churn):\n{yaml.safe_dump(churned)}"
-    assert after["observed"] == before["observed"], "observedGeneration changed"
-    lost = {name for name in before["secrets"] if name not in after["secrets"]}
-    assert not lost, f"Secrets lost: {sorted(lost)}"
-    changed = {name for name, data in before["secrets"].items() if after["secrets"].get(name) != data}
-    assert not changed, f"Secrets rewritten: {sorted(changed)}"
+    if churned:
+        problems.append(f"conditions changed (status churn):\n{yaml.safe_dump(churned)}")
+    if after["observed"] != before["observed"]:
+        problems.append(f"observedGeneration changed: {before['observed']} -> {after['observed']}")
+    lost = sorted(name for name in before["secrets"] if name not in after["secrets"])
+    if lost:
+        problems.append(f"Secrets lost: {lost}")
+    rewritten = sorted(
+        name
+        for name, data in before["secrets"].items()
+        if name in after["secrets"] and after["secrets"][name] != data
+    )
+    if rewritten:
+        problems.append(f"Secrets rewritten: {rewritten}")
     new_events = sorted(set(after["events"]) - set(before["events"]))
-    assert not new_events, f"new Events were posted (a condition flipped): {new_events}"
+    if new_events:
+        problems.append(f"new Events (kind, name, reason, count), each a condition flip: {new_events}")
+    assert not problems, "\n".join(problems)
 
 
 def iter_examples(moto_url: str) -> Iterator[str]:

@@ -12,6 +12,7 @@ import json
 import subprocess
 
 import pytest
+
 from tests.e2e import support
 from tests.e2e.support import FULLNAME, SYSTEM, InClusterMoto, Release, http_get, pod_ready
 from tests.node.cluster import NodeCluster
@@ -262,6 +263,7 @@ def test_network_policy_limits_the_api_port_while_the_operator_works(
     assert allowed.returncode == 0 and allowed.stdout.strip() == "200", allowed.stdout + allowed.stderr
     denied = call_from("stranger", {})
     assert denied.returncode != 0, f"a pod outside apiFrom reached the API: {denied.stdout}"
+    assert "no answer in 30 attempts" in denied.stdout + denied.stderr, denied.stdout + denied.stderr
     # The health port stays open to the kubelet, metrics to anyone: the operator keeps working.
     assert http_get(node, f"http://{pod['status']['podIP']}:9090/metrics")[0] == 200
     for kind, name in OBJECTS:

@@ -39,12 +39,14 @@ PROCESS_HIERARCHY = "pids"
 
 
 def process_start_time(pid: int) -> str | None:
-    """Field 22 of /proc/PID/stat: with the PID, it tells a process from a later one reusing the PID."""
+    """Field 22 of /proc/PID/stat: with the PID, it tells a process from a later one reusing the PID.
+    None when there is no such process, or only its zombie (killed, not yet reaped)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] in ("Z", "X") else fields[19]
 
 
 def owner_alive(state: dict[str, Any]) -> bool:
