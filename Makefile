@@ -36,11 +36,13 @@ test: lint chart-lint controlplane e2e-deps
 	$(PY) -m pytest tests -q
 
 # The e2e tier's node: Debian packages (containerd, runc, CNI plugins, buildah, debootstrap,
-# dnsmasq, iptables, conntrack; installed once, needs root) and kubelet, kube-proxy,
-# kube-scheduler and pause built from the control plane's pinned module (cached like it).
+# dnsmasq, iptables, conntrack, ipset; installed once, needs root), kubelet, kube-proxy,
+# kube-scheduler and pause built from the control plane's pinned module (cached like it), and
+# kube-router for NetworkPolicy (its pinned release).
 node: install
 	bash tests/node/install-packages.sh
 	PYTHON=$(PY) bash tests/controlplane/build.sh node >/dev/null
+	PYTHON=$(PY) bash tests/controlplane/build.sh netpol >/dev/null
 
 # The operator image from the Dockerfile, without Docker: buildah on a Python base made by
 # debootstrap (hack/image/build.sh); cached by its inputs. Prints the OCI archive's path.
