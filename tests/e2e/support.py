@@ -25,10 +25,6 @@ IMAGE = "docker.io/library/incident-commander:e2e"
 """The image built from the Dockerfile, as the CRI names ``incident-commander:e2e``."""
 NEXT_IMAGE = "docker.io/library/incident-commander:e2e-next"
 """What ``helm upgrade`` rolls out to: the same layers with another label, so another image ID."""
-RELEASE = "ic"
-SYSTEM = "ic-system"
-FULLNAME = "ic-incident-commander"
-SELECTOR = "app.kubernetes.io/name=incident-commander,app.kubernetes.io/instance=ic"
 KINDS = ("AwsConnection", "BudgetPolicy", "IncidentPolicy")
 MOTO_PORT = 4566
 
@@ -126,6 +122,8 @@ class Release:
 
     node: NodeCluster
     values_dir: Path
+    name: str = "ic"
+    namespace: str = "ic-system"
     values: dict[str, Any] = field(
         default_factory=lambda: {
             "image": {"repository": "incident-commander", "tag": "e2e", "pullPolicy": "Never"},
@@ -141,6 +139,15 @@ class Release:
     def kube(self) -> Kube:
         return self.node.kube
 
+    @property
+    def fullname(self) -> str:
+        """The chart's fullname: the release name when it contains the chart's name."""
+        return self.name if "incident-commander" in self.name else f"{self.name}-incident-commander"
+
+    @property
+    def selector(self) -> str:
+        return f"app.kubernetes.io/name=incident-commander,app.kubernetes.io/instance={self.name}"
+
     def _values_file(self) -> Path:
         path = self.values_dir / "values.yaml"
         path.write_text(yaml.safe_dump(self.values))
@@ -150,10 +157,10 @@ class Release:
         helm(
             self.kube,
             "install",
-            RELEASE,
+            self.name,
             str(CHART),
             "--namespace",
-            SYSTEM,
+            self.namespace,
             "--create-namespace",
             "--values",
             str(self._values_file()),
@@ -169,10 +176,10 @@ class Release:
         helm(
             self.kube,
             "upgrade",
-            RELEASE,
+            self.name,
             str(CHART),
             "--namespace",
-            SYSTEM,
+            self.namespace,
             "--values",
             str(self._values_file()),
             "--wait",
@@ -183,37 +190,45 @@ class Release:
 
     def pods(self) -> list[dict[str, Any]]:
         """The operator's pods (not the ``helm test`` pod), terminating ones included."""
-        out = self.kube.kubectl("get", "pods", "-n", SYSTEM, "-l", SELECTOR, "-o", "json").stdout
+        out = self.kube.kubectl("get", "pods", "-n", self.namespace, "-l", self.selector, "-o", "json").stdout
         return list(json.loads(out)["items"])
+
+    def ready_pods(
+        self, count: int, *, timeout: float = 180, not_named: set[str] | frozenset[str] = frozenset()
+    ) -> list[dict[str, Any]]:
+        """Exactly ``count`` operator pods, all Running and Ready, none terminating, none of them
+        named in ``not_named`` (the pods a rollout or a deletion replaced). With ``replicaCount``
+        above 1 (kopf peering) this is where a multi-replica test starts."""
+
+        def all_ready() -> list[dict[str, Any]] | None:
+            pods = self.pods()
+            if len(pods) != count or any(p["metadata"]["name"] in not_named for p in pods):
+                return None
+            if any(p["metadata"].get("deletionTimestamp") or not pod_ready(p) for p in pods):
+                return None
+            return pods
+
+        result: list[dict[str, Any]] = eventually(
+            all_ready, timeout=timeout, what=f"{count} Ready operator pod(s), none of {sorted(not_named)}"
+        )
+        return result
 
     def ready_pod(
         self, *, timeout: float = 180, not_named: set[str] | frozenset[str] = frozenset()
     ) -> dict[str, Any]:
         """The single operator pod once it runs, is Ready and is the only one left."""
-
-        def single_ready() -> dict[str, Any] | None:
-            pods = self.pods()
-            if len(pods) != 1 or pods[0]["metadata"]["name"] in not_named:
-                return None
-            pod = pods[0]
-            if pod["metadata"].get("deletionTimestamp") or not pod_ready(pod):
-                return None
-            return pod
-
-        result: dict[str, Any] = eventually(
-            single_ready, timeout=timeout, what=f"one Ready operator pod (not {sorted(not_named)})"
-        )
-        return result
+        (pod,) = self.ready_pods(1, timeout=timeout, not_named=not_named)
+        return pod
 
     def logs(self, pod: str | None = None) -> str:
-        target = pod or f"deployment/{FULLNAME}"
-        result = self.kube.kubectl("logs", "-n", SYSTEM, target, "--tail=80", check=False)
+        target = pod or f"deployment/{self.fullname}"
+        result = self.kube.kubectl("logs", "-n", self.namespace, target, "--tail=80", check=False)
         return result.stdout + result.stderr
 
     def exec_python(self, pod: str, code: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run Python in the operator container (the image's own interpreter)."""
         return self.kube.kubectl(
-            "exec", "-n", SYSTEM, pod, "-c", "operator", "--", "python", "-c", code, check=check
+            "exec", "-n", self.namespace, pod, "-c", "operator", "--", "python", "-c", code, check=check
         )
 
     def metrics(self, pod: dict[str, Any]) -> str:

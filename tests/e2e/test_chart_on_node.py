@@ -4,6 +4,8 @@ an upgrade and a pod deletion that change nothing the operator owns, readiness t
 is reachable, and the restricted security context and NetworkPolicy in force.
 
 The tests share one release and run in file order: each leaves the release working for the next.
+Multi-replica (kopf peering) checks belong in a module of their own with a release installed
+with ``replicaCount`` above 1 (``Release.values``, ``Release.ready_pods``, ``snapshot``).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import subprocess
 import pytest
 
 from tests.e2e import support
-from tests.e2e.support import FULLNAME, SYSTEM, InClusterMoto, Release, http_get, pod_ready
+from tests.e2e.support import InClusterMoto, Release, http_get, pod_ready
 from tests.node.cluster import NodeCluster
 from tests.support.chart import helm
 from tests.support.kube import Kube, wait_for_condition
@@ -94,7 +96,7 @@ def test_the_examples_become_ready_through_the_in_cluster_operator(kube: Kube, d
 
 def test_helm_test_passes(release: Release) -> None:
     result = helm(
-        release.kube, "test", support.RELEASE, "--namespace", SYSTEM, "--timeout", "3m", timeout=240
+        release.kube, "test", release.name, "--namespace", release.namespace, "--timeout", "3m", timeout=240
     )
     assert "Phase:          Succeeded" in result.stdout or "Succeeded" in result.stdout, result.stdout
 
@@ -156,7 +158,9 @@ def test_a_deleted_pod_is_replaced_and_resumes_without_churn(release: Release, d
     release.wait_resumed(old)
     before = support.snapshot(release.kube, demo)
 
-    release.kube.kubectl("delete", "pod", "-n", SYSTEM, old["metadata"]["name"], "--wait=true", timeout=120)
+    release.kube.kubectl(
+        "delete", "pod", "-n", release.namespace, old["metadata"]["name"], "--wait=true", timeout=120
+    )
 
     new = release.ready_pod(not_named={old["metadata"]["name"]})
     release.wait_resumed(new)
@@ -186,7 +190,7 @@ def test_a_pod_that_cannot_reach_the_api_is_not_ready(node: NodeCluster, release
         )
         assert cut_off.returncode != 0 and "ConnectionRefusedError" in cut_off.stderr, cut_off.stderr
         support.eventually(
-            lambda: not pod_ready(release.kube.get("pod", SYSTEM, pod["metadata"]["name"])),
+            lambda: not pod_ready(release.kube.get("pod", release.namespace, pod["metadata"]["name"])),
             timeout=90,
             what="the partitioned pod reported not Ready",
         )
@@ -216,7 +220,7 @@ def test_network_policy_limits_the_api_port_while_the_operator_works(
         }
     )
     pod = release.ready_pod()
-    api = f"http://{FULLNAME}.{SYSTEM}.svc.cluster.local:8443/readyz"
+    api = f"http://{release.fullname}.{release.namespace}.svc.cluster.local:8443/readyz"
 
     def call_from(name: str, labels: dict[str, str]) -> subprocess.CompletedProcess[str]:
         overrides = {
@@ -268,4 +272,4 @@ def test_network_policy_limits_the_api_port_while_the_operator_works(
     assert http_get(node, f"http://{pod['status']['podIP']}:9090/metrics")[0] == 200
     for kind, name in OBJECTS:
         wait_for_condition(release.kube, kind, demo, name, timeout=60, logs=release.logs)
-    assert pod_ready(release.kube.get("pod", SYSTEM, pod["metadata"]["name"]))
+    assert pod_ready(release.kube.get("pod", release.namespace, pod["metadata"]["name"]))
