@@ -23,9 +23,6 @@ from tests.node.cluster import PAUSE_IMAGE, NodeCluster
 from tests.node.images import operator_image_archive, pause_image_archive, relabelled_archive
 from tests.support.kube import Kube
 
-# The session's first test also waits for the node (and, on a fresh machine, for the image).
-pytestmark = pytest.mark.timeout(1800)
-
 
 @pytest.fixture(scope="session")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:

@@ -21,6 +21,9 @@ from tests.node.cluster import NodeCluster
 from tests.support.chart import helm
 from tests.support.kube import Kube, wait_for_condition
 
+# The first test's setup starts the node (and builds what `make e2e` did not build beforehand).
+pytestmark = pytest.mark.timeout(1800)
+
 DEMO = "demo"
 CLIENT = """
 import sys, time, urllib.request
