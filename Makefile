@@ -6,7 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability localstack prometheus
+.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability \
+	localstack prometheus node image e2e-deps e2e e2e-clean lock
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,7 +32,7 @@ unit: install
 integration: controlplane
 	$(PY) -m pytest tests/integration -q
 
-test: lint chart-lint controlplane
+test: lint chart-lint controlplane e2e-deps
 	$(PY) -m pytest tests -q
 
 # LocalStack community in host mode (tests/localstack/install.sh makes its Python 3.13 venv once).
@@ -44,6 +45,45 @@ prometheus: controlplane
 	bash tests/prometheus/build.sh >/dev/null
 	$(PY) -m pytest tests/prometheus -q
 
+# The e2e tier's node: Debian packages (containerd, runc, CNI plugins, buildah, debootstrap,
+# dnsmasq, iptables, conntrack, ipset; installed once, needs root), kubelet, kube-proxy,
+# kube-scheduler and pause built from the control plane's pinned module (cached like it), and
+# kube-router for NetworkPolicy (its pinned release).
+node: install
+	bash tests/node/install-packages.sh
+	PYTHON=$(PY) bash tests/controlplane/build.sh node >/dev/null
+	PYTHON=$(PY) bash tests/controlplane/build.sh netpol >/dev/null
+
+# The operator image from the Dockerfile, without Docker: buildah on a Python base made by
+# debootstrap (hack/image/build.sh); cached by its inputs. Prints the OCI archive's path.
+# IMAGE=name:tag and BASE_IMAGE=an-image-in-buildah's-storage override the defaults.
+image:
+	bash tests/node/install-packages.sh
+	REVISION="$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" bash hack/image/build.sh
+
+# What the e2e tier needs before it starts (one time on a fresh machine; cache hits afterwards).
+e2e-deps: controlplane node
+	IMAGE=incident-commander:e2e bash hack/image/build.sh >/dev/null
+
+# The e2e tier: a real node (kubelet + containerd) in a network namespace, the image built here,
+# the chart installed with helm. Needs root. See README, "The e2e tier".
+e2e: e2e-deps
+	$(PY) -m pytest tests/e2e -q
+
+# Tears down e2e nodes whose test process is gone (the tier also does it at its next start).
+e2e-clean: install
+	$(PY) -m tests.node.cleanup
+
+# requirements.lock: the image's dependencies (runtime, and the build backend) at exact versions
+# with hashes, resolved from pyproject.toml for Python 3.11. The Dockerfile installs from it.
+# Run after changing pyproject.toml's dependencies; commit the result.
+UV_VERSION := 0.13.9
+lock: install
+	$(PY) -m pip install --quiet 'uv==$(UV_VERSION)'
+	$(PY) -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' \
+	  | $(VENV)/bin/uv pip compile pyproject.toml - --universal --python-version 3.11 --generate-hashes \
+	      --custom-compile-command 'make lock' --quiet --output-file requirements.lock
+
 # The fault matrix and the fuzzing, long variant (more rounds, longer faults, 300 fuzzed specs per
 # kind); `make test` runs the short one. See docs/reliability.md.
 reliability: controlplane
@@ -55,7 +95,7 @@ reliability: controlplane
 chart-lint: controlplane
 	"$$(PYTHON=$(PY) bash tests/controlplane/build.sh)/helm" lint --strict charts/incident-commander
 	$(VENV)/bin/hadolint Dockerfile
-	$(VENV)/bin/shellcheck -x hack/kind/*.sh
+	$(VENV)/bin/shellcheck -x hack/kind/*.sh hack/image/*.sh tests/node/*.sh tests/controlplane/build.sh
 
 # crds/ is the single source; the chart carries a copy (a unit test fails when they differ).
 chart-crds:

@@ -8,6 +8,12 @@ it admits on a cluster.
 
 Run ``python -m tests.controlplane.localcluster --kubeconfig PATH`` to keep one
 up until Ctrl-C (``make demo`` does).
+
+With ``node=NodeSupport(...)`` (the e2e tier, tests/node) it also runs what a real node needs:
+kube-scheduler, the workload controllers (deployments, replica sets, endpoint slices, node
+lifecycle, role aggregation, the root CA ConfigMap), the Node authorizer, and an apiserver that
+advertises the node's address so the ``kubernetes`` Service has an endpoint pods can reach.
+Without it nothing changes: the integration tiers keep their lean, kubelet-less control plane.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.controlplane import netns as netns_
 
 HERE = Path(__file__).resolve().parent
 LOOPBACK = "127.0.0.1"
@@ -46,13 +55,45 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def build_binaries() -> Path:
-    """Build (or reuse from the cache) the control-plane binaries; return their directory."""
+def build_binaries(target: str = "controlplane") -> Path:
+    """Build (or reuse from the cache) the control-plane binaries (``target="node"``: kubelet,
+    kube-proxy, kube-scheduler and pause); return their directory."""
     env = dict(os.environ, PYTHON=sys.executable)
     out = subprocess.run(
-        ["bash", str(HERE / "build.sh")], check=True, stdout=subprocess.PIPE, text=True, env=env
+        ["bash", str(HERE / "build.sh"), target], check=True, stdout=subprocess.PIPE, text=True, env=env
     )
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+SERVICE_CIDR = "10.0.0.0/24"
+KUBERNETES_SERVICE_IP = "10.0.0.1"
+
+
+@dataclass(frozen=True)
+class NodeSupport:
+    """What the control plane runs for a real node (see the module docstring)."""
+
+    node_ip: str
+    """The node's address: the apiserver advertises it as the ``kubernetes`` Service's endpoint."""
+    scheduler: Path
+    """The kube-scheduler binary (``build.sh node`` builds it)."""
+
+
+# The controllers a node's workloads need, on top of the lean set every tier runs.
+NODE_CONTROLLERS = (
+    "deployment-controller",
+    "replicaset-controller",
+    "endpointslice-controller",
+    "endpointslice-mirroring-controller",
+    "endpoints-controller",
+    "clusterrole-aggregation-controller",
+    "node-lifecycle-controller",
+    "taint-eviction-controller",
+    "pod-garbage-collector-controller",
+    "disruption-controller",
+    "job-controller",
+    "ttl-after-finished-controller",
+)
 
 
 @dataclass
@@ -101,7 +142,13 @@ class _Pki:
         )
 
     def issue(
-        self, stem: str, *, common_name: str, organization: str | None = None, server: bool = False
+        self,
+        stem: str,
+        *,
+        common_name: str,
+        organization: str | None = None,
+        server: bool = False,
+        extra_ips: Sequence[str] = (),
     ) -> None:
         """A leaf certificate for a client identity (CN/O map to user/group) or for the apiserver."""
         key = ec.generate_private_key(ec.SECP256R1())
@@ -118,7 +165,8 @@ class _Pki:
                         x509.DNSName("kubernetes.default"),
                         x509.DNSName("kubernetes.default.svc"),
                         x509.IPAddress(ipaddress.ip_address(LOOPBACK)),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address(KUBERNETES_SERVICE_IP)),
+                        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
                     ]
                 ),
                 critical=False,
@@ -192,9 +240,16 @@ class LocalControlPlane:
     start_controller_manager: bool = True
     audit_writes: bool = False
     """Record every write (create/update/patch/delete) in ``audit.log``, for benchmarks counting writes."""
+    netns: Path | None = None
+    """A network namespace (``/run/netns/NAME``) to run every component in; probes run there too."""
+    node: NodeSupport | None = None
+    """Run what a real node needs (the e2e tier); None keeps the kubelet-less control plane."""
+    spawn_prefix: Sequence[str] = ()
+    """Put before every component's command line (the node tier adds its cgroup placement)."""
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     argv: dict[str, list[str]] = field(default_factory=dict)
     """The arguments each component was started with (``restart`` reuses them)."""
+    binaries: dict[str, Path] = field(default_factory=dict)
 
     @property
     def kubeconfig(self) -> Path:
@@ -225,7 +280,8 @@ class LocalControlPlane:
         pki_dir = self.workdir / "pki"
         pki_dir.mkdir(parents=True, exist_ok=True)
         self.pki = _Pki(pki_dir)
-        self.pki.issue("apiserver", common_name="kube-apiserver", server=True)
+        node_ips = [self.node.node_ip] if self.node else []
+        self.pki.issue("apiserver", common_name="kube-apiserver", server=True, extra_ips=node_ips)
         self.pki.issue("admin", common_name="admin", organization="system:masters")
         self.pki.issue("controller-manager", common_name="system:kube-controller-manager")
         self.pki.service_account_keys()
@@ -250,25 +306,40 @@ class LocalControlPlane:
         )
         self._wait("etcd", lambda: _http_ok(f"http://{LOOPBACK}:{self.etcd_port}/health"), timeout=timeout)
 
+        if self.node:
+            # Listen on every address of the (test-made) namespace and advertise the node's, so the
+            # endpoint reconciler points the kubernetes Service at an address pods can reach.
+            placement = [
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={self.node.node_ip}",
+                "--endpoint-reconciler-type=lease",
+                "--authorization-mode=Node,RBAC",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
+            ]
+        else:
+            placement = [
+                f"--bind-address={LOOPBACK}",
+                f"--advertise-address={LOOPBACK}",
+                "--endpoint-reconciler-type=none",
+                "--authorization-mode=RBAC",
+            ]
+
         self._spawn(
             "kube-apiserver",
             [
                 f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
-                f"--bind-address={LOOPBACK}",
-                f"--advertise-address={LOOPBACK}",
+                *placement,
                 f"--secure-port={self.apiserver_port}",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 f"--tls-cert-file={self.pki.path('apiserver.crt')}",
                 f"--tls-private-key-file={self.pki.path('apiserver.key')}",
                 f"--client-ca-file={self.pki.path('ca.crt')}",
-                "--authorization-mode=RBAC",
                 f"--service-account-key-file={self.pki.path('sa.pub')}",
                 f"--service-account-signing-key-file={self.pki.path('sa.key')}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--allow-privileged=true",
                 "--enable-priority-and-fairness=false",
-                "--endpoint-reconciler-type=none",
                 "--profiling=false",
                 "--v=0",
                 *self._audit_flags(),
@@ -285,24 +356,53 @@ class LocalControlPlane:
                 "system:controller:clusterrole-aggregation-controller",
                 user="system:kube-controller-manager",
             )
+            controllers = [
+                "namespace",
+                "garbagecollector",
+                "serviceaccount",
+                "serviceaccount-token",
+                "root-ca-cert-publisher",
+                # Kubernetes' view/edit/admin roles pick up aggregated rules (the chart's roles
+                # for our kinds) as on any cluster.
+                "clusterrole-aggregation-controller",
+            ]
+            node_flags: list[str] = []
+            if self.node:
+                controllers += [c for c in NODE_CONTROLLERS if c not in controllers]
+                # Each controller acts as its own ServiceAccount with its bootstrap role (as on a
+                # real cluster): the controller manager's identity alone may not, for instance,
+                # create the kube-root-ca.crt ConfigMaps every pod mounts.
+                node_flags = ["--use-service-account-credentials=true", "--node-monitor-grace-period=20s"]
             cm_kubeconfig = self.workdir / "controller-manager.kubeconfig"
             cm_kubeconfig.write_text(_kubeconfig(self.server, self.pki, "controller-manager"))
             self._spawn(
                 "kube-controller-manager",
                 [
                     f"--kubeconfig={cm_kubeconfig}",
-                    # clusterrole-aggregation: Kubernetes' view/edit/admin roles pick up
-                    # aggregated rules (the chart's roles for our kinds) as on any cluster.
-                    "--controllers=namespace,garbagecollector,serviceaccount,serviceaccount-token,"
-                    "root-ca-cert-publisher,clusterrole-aggregation",
+                    f"--controllers={','.join(controllers)}",
                     f"--service-account-private-key-file={self.pki.path('sa.key')}",
                     f"--root-ca-file={self.pki.path('ca.crt')}",
                     "--leader-elect=false",
                     "--secure-port=0",
                     "--concurrent-gc-syncs=5",
+                    *node_flags,
                     "--v=0",
                 ],
             )
+        if self.node:
+            scheduler_kubeconfig = self.client_kubeconfig("scheduler", common_name="system:kube-scheduler")
+            self._spawn(
+                "kube-scheduler",
+                [f"--kubeconfig={scheduler_kubeconfig}", "--leader-elect=false", "--secure-port=0", "--v=0"],
+                binary=self.node.scheduler,
+            )
+
+    def client_kubeconfig(self, stem: str, *, common_name: str, organization: str | None = None) -> Path:
+        """A kubeconfig with a fresh client certificate (CN = user, O = group) for this apiserver."""
+        self.pki.issue(stem, common_name=common_name, organization=organization)
+        path = self.workdir / f"{stem}.kubeconfig"
+        path.write_text(_kubeconfig(self.server, self.pki, stem))
+        return path
 
     @property
     def audit_log(self) -> Path:
@@ -335,8 +435,8 @@ class LocalControlPlane:
         """Stop one component (SIGTERM) and start it again with the same flags and port; wait for it."""
         _terminate(self.processes.pop(component))
         time.sleep(down_for)
-        self._spawn(component, self.argv[component])
-        ready = {
+        self._spawn(component, self.argv[component], binary=self.binaries[component])
+        ready: Callable[[], bool] = {
             "etcd": lambda: _http_ok(f"{self.etcd_url}/health"),
             "kube-apiserver": self._apiserver_ready,
         }.get(component, lambda: True)
@@ -358,11 +458,13 @@ class LocalControlPlane:
         _post_json(f"{self.etcd_url}/v3/kv/compaction", {"revision": str(revision), "physical": True})
         return revision
 
-    def _spawn(self, component: str, args: list[str]) -> None:
+    def _spawn(self, component: str, args: list[str], *, binary: Path | None = None) -> None:
         self.argv[component] = list(args)
+        self.binaries[component] = binary or self.bin_dir / component
+        prefix = [*self.spawn_prefix, *(netns_.nsenter(self.netns) if self.netns else [])]
         log = self.log(component).open("ab")
         self.processes[component] = subprocess.Popen(
-            [str(self.bin_dir / component), *args],
+            [*prefix, str(self.binaries[component]), *args],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -370,7 +472,7 @@ class LocalControlPlane:
         )
         log.close()
 
-    def _wait(self, component: str, ready: object, *, timeout: float) -> None:
+    def _wait(self, component: str, ready: Callable[[], bool], *, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         process = self.processes[component]
         while time.monotonic() < deadline:
@@ -378,7 +480,7 @@ class LocalControlPlane:
                 raise RuntimeError(
                     f"{component} exited with {process.returncode}:\n{_tail(self.log(component))}"
                 )
-            if callable(ready) and ready():
+            if callable(ready) and self.probe(ready):
                 return
             time.sleep(0.2)
         raise TimeoutError(f"{component} not ready after {timeout}s:\n{_tail(self.log(component))}")
@@ -398,6 +500,10 @@ class LocalControlPlane:
         }
         url = f"{self.server}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
         _post_json(url, body, context=self._admin_context())
+
+    def probe(self, check: Callable[[], bool]) -> bool:
+        """Run a readiness check where the components are (inside ``netns`` when one is set)."""
+        return netns_.run_in(self.netns, check) if self.netns else check()
 
     def _apiserver_ready(self) -> bool:
         context = ssl.create_default_context(cafile=self.pki.path("ca.crt"))

@@ -487,6 +487,11 @@ def test_helm_test_hook_checks_readiness_and_metrics(tools: Kube) -> None:
     )
     assert hook["spec"]["securityContext"]["runAsNonRoot"] is True
     compile(script, "hook", "exec")
+    # The hook pod must not match the Service's selector, or the Service may route the hook's
+    # own requests to it (the e2e tier's `helm test` would then fail at random).
+    [service] = find(objects, "Service")
+    selector = service["spec"]["selector"].items()
+    assert not selector <= hook["metadata"]["labels"].items()
 
 
 def test_api_tls_from_a_secret(tools: Kube) -> None:

@@ -139,17 +139,59 @@ def test_dockerfile_shape() -> None:
     ]
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert len(bases) == 2, "multi-stage: a build stage and a runtime stage"
-    assert all(re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", base) for base in bases), bases
-    assert sum(line.startswith("FROM ") for line in lines) == 2
+    # Both stages on one base, chosen by a build argument whose default is the official slim image
+    # (hack/image/build.sh passes a debootstrap-made base instead).
+    assert bases == ["${BASE_IMAGE}", "${BASE_IMAGE}"], bases
+    [default] = [line.split("=", 1)[1] for line in lines if line.startswith("ARG BASE_IMAGE=")]
+    assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+", default), default
+    assert lines.index(f"ARG BASE_IMAGE={default}") < lines.index("FROM ${BASE_IMAGE} AS build")
     user = [line for line in lines if line.startswith("USER ")][-1]
     assert user == "USER 65532:65532"
     assert lines[-1] == 'ENTRYPOINT ["incident-commander", "run"]'
     text = (REPO / "Dockerfile").read_text()
     for label in ("title", "description", "version", "revision", "licenses", "source"):
         assert f"org.opencontainers.image.{label}=" in text
-    # Only the runtime dependencies: the package is installed without its test extra.
-    assert "pip install ." in text and "[test]" not in text
+    # Only the runtime dependencies, from the lock file with every hash checked; then the package
+    # itself without resolving anything more, and without its test extra.
+    assert "COPY requirements.lock" in text
+    assert "pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert "pip install --no-deps --no-build-isolation ." in text and "[test]" not in text
+    # Debian's base-passwd (in every Debian-based image) already has a group `operator`: the
+    # image's own account must not collide with a name the base may carry.
+    account = re.search(r"groupadd --system --gid 65532 (\S+)", text)
+    assert account and account.group(1) not in DEBIAN_BASE_PASSWD_NAMES, account
     assert "COPY --from=build /opt/venv /opt/venv" in text
+
+
+DEBIAN_BASE_PASSWD_NAMES = {
+    "root", "daemon", "bin", "sys", "adm", "tty", "disk", "lp", "mail", "news", "uucp", "man",
+    "proxy", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape", "sudo", "audio", "dip",
+    "www-data", "backup", "operator", "list", "irc", "src", "gnats", "shadow", "utmp", "video",
+    "sasl", "plugdev", "staff", "games", "users", "nogroup", "nobody",
+}  # fmt: skip
+"""Users and groups of Debian's base-passwd (/usr/share/base-passwd/{passwd,group}.master)."""
+
+
+def test_requirements_lock_pins_every_dependency_with_hashes() -> None:
+    """requirements.lock (``make lock``) covers pyproject.toml: every runtime dependency and the
+    build backend at a version the specifier allows, every entry with at least one hash."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    text = (REPO / "requirements.lock").read_text()
+    entries = re.findall(
+        r"^([A-Za-z0-9_.-]+)==(\S+)(?: ;[^\\]*)? \\\n((?:\s+--hash=sha256:[0-9a-f]{64}.*\n)+)", text, re.M
+    )
+    pinned = {canonicalize_name(name): version for name, version, _hashes in entries}
+    assert len(entries) == len(re.findall(r"^[A-Za-z0-9_.-]+==", text, re.M)), "an entry without hashes"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    wanted = [*project["project"]["dependencies"], *project["build-system"]["requires"]]
+    for spec in map(Requirement, wanted):
+        name = canonicalize_name(spec.name)
+        assert name in pinned, f"{spec.name} missing from requirements.lock: run `make lock`"
+        assert spec.specifier.contains(pinned[name], prereleases=True), (
+            f"requirements.lock pins {spec.name}=={pinned[name]}, outside {spec.specifier}: run `make lock`"
+        )
 
 
 def test_chart_security_context_matches_the_image_user() -> None:
@@ -166,9 +208,14 @@ def test_chart_security_context_matches_the_image_user() -> None:
     assert "USER 65532:65532" in (REPO / "Dockerfile").read_text()
 
 
-def test_kind_scripts_are_clean_under_shellcheck() -> None:
+def test_shell_scripts_are_clean_under_shellcheck() -> None:
     scripts = sorted(KIND.glob("*.sh"))
     assert {p.name for p in scripts} >= {"kind-up.sh", "kind-e2e.sh", "kind-down.sh", "common.sh"}
+    scripts += [
+        REPO / "hack" / "image" / "build.sh",
+        REPO / "tests" / "node" / "install-packages.sh",
+        REPO / "tests" / "controlplane" / "build.sh",
+    ]
     result = subprocess.run(
         [str(BIN / "shellcheck"), "-x", "--severity=style", *map(str, scripts)],
         capture_output=True,

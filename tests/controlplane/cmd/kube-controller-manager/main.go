@@ -1,7 +1,7 @@
 // Command kube-controller-manager is the unmodified upstream controller manager.
-// The test control plane runs only the controllers that an operator relies on
-// without a kubelet: namespace deletion, garbage collection of owned objects and
-// service-account tokens.
+// The test control plane runs the controllers that an operator relies on
+// without a kubelet (namespace deletion, garbage collection of owned objects,
+// service-account tokens) and, for the e2e tier's node, the workload controllers.
 package main
 
 import (
