@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability \
-	localstack prometheus node image e2e-deps e2e e2e-clean lock
+	localstack prometheus node image e2e-deps e2e e2e-clean lock deps ecosystem-deps test-core test-e2e test-ecosystem
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,31 @@ unit: install
 integration: controlplane
 	$(PY) -m pytest tests/integration -q
 
-test: lint chart-lint controlplane e2e-deps
-	$(PY) -m pytest tests -q
+# The README's test command. The expensive dependencies first (Go builds, the image, the LocalStack
+# venv: cached outside the tree, so only a fresh machine pays), then three tiers in parallel: the
+# core (unit, integration, reliability), the e2e tier on a real node, and the ecosystem tiers
+# (LocalStack, Prometheus Operator). Each tier starts control planes of its own; on two cores they
+# overlap well because most of their time is spent waiting for processes, not computing.
+test: lint chart-lint
+	$(MAKE) -j3 --no-print-directory deps
+	$(MAKE) -j3 --no-print-directory --output-sync=target test-core test-e2e test-ecosystem
+
+deps: controlplane e2e-deps ecosystem-deps
+
+ecosystem-deps: install
+	bash tests/localstack/install.sh >/dev/null
+	bash tests/prometheus/build.sh >/dev/null
+
+TIER_OPTS := -q -p no:cacheprovider --durations=15
+
+test-core: install
+	$(PY) -m pytest tests $(TIER_OPTS) --ignore=tests/e2e --ignore=tests/localstack --ignore=tests/prometheus
+
+test-e2e: install
+	$(PY) -m pytest tests/e2e $(TIER_OPTS)
+
+test-ecosystem: install
+	$(PY) -m pytest tests/localstack tests/prometheus $(TIER_OPTS)
 
 # LocalStack community in host mode (tests/localstack/install.sh makes its Python 3.13 venv once).
 localstack: controlplane
@@ -49,7 +72,7 @@ prometheus: controlplane
 # dnsmasq, iptables, conntrack, ipset; installed once, needs root), kubelet, kube-proxy,
 # kube-scheduler and pause built from the control plane's pinned module (cached like it), and
 # kube-router for NetworkPolicy (its pinned release).
-node: install
+node: controlplane
 	bash tests/node/install-packages.sh
 	PYTHON=$(PY) bash tests/controlplane/build.sh node >/dev/null
 	PYTHON=$(PY) bash tests/controlplane/build.sh netpol >/dev/null
