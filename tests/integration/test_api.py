@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.http import Answer, call
 from tests.support.kube import Kube, wait_for, wait_for_condition
-from tests.support.policies import client_key, policy, secret_data, setup_connection
+from tests.support.policies import client_key, policy, secret_data, setup_connection, wait_until_served
 
 pytestmark = pytest.mark.integration
 
@@ -65,16 +65,6 @@ class ApiEnv:
             secret_data(self.kube, self.namespace, f"{policy_name}-jwt-signing-keys")["signing-keys.json"]
         )
         return dict(next(k for k in document["keys"] if "notAfter" not in k))
-
-
-def wait_until_served(env_url: str, api_key: str, timeout: float = 30) -> None:
-    """The keyring follows the index Secret through the watch: wait until this key is accepted."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if call(env_url, "POST", "/v1/token", headers={"Authorization": f"ApiKey {api_key}"}).status == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the API never accepted the issued key")
 
 
 @pytest.fixture(scope="module")

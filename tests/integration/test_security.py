@@ -32,7 +32,7 @@ from incident_commander.credentials.api_keys import KeyEntry, KeyIndex
 from tests.support.endpoints import MotoServer, OperatorProcess
 from tests.support.http import call
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
-from tests.support.policies import client_key, policy, setup_connection
+from tests.support.policies import client_key, policy, setup_connection, wait_until_served
 
 pytestmark = pytest.mark.integration
 
@@ -68,15 +68,6 @@ class Victim:
         return str(self.kube.get("incidentpolicy", self.namespace, "victim")["metadata"]["uid"])
 
 
-def wait_served(url: str, api_key: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if call(url, "POST", "/v1/token", headers={"Authorization": f"ApiKey {api_key}"}).status == 200:
-            return
-        time.sleep(0.2)
-    raise AssertionError("the API never accepted the issued key")
-
-
 def current_key(victim: Victim, client: str, timeout: float = 30) -> str:
     """The key in the client's Secret once the API accepts it (after a reissue, the Secret and
     the index change in separate writes)."""
@@ -102,7 +93,7 @@ def victim(crds: Kube, moto: MotoServer, operator: OperatorProcess) -> Iterator[
             wait_for_condition(crds, "incidentpolicy", ns, name, "CredentialsIssued", logs=operator.logs)
         keys = {c["name"]: client_key(crds, namespaces[0], "victim", c["name"])["apiKey"] for c in CLIENTS}
         for key in keys.values():
-            wait_served(operator.api_url, key)
+            wait_until_served(operator.api_url, key)
         yield Victim(
             kube=crds, operator=operator, namespace=namespaces[0], other_namespace=namespaces[1], keys=keys
         )
@@ -508,8 +499,8 @@ def test_client_secret_names_that_collide_across_policies_are_reported(victim: V
     assert "a-b-c-api-key" in (condition(found, "CredentialsIssued") or {})["message"]
     # The first policy's client keeps its key; the second policy's other client gets one.
     assert client_key(kube, ns, "a", "b-c")["apiKey"] == first_key
-    wait_served(victim.url, first_key)
-    wait_served(victim.url, client_key(kube, ns, "a-b", "d")["apiKey"])
+    wait_until_served(victim.url, first_key)
+    wait_until_served(victim.url, client_key(kube, ns, "a-b", "d")["apiKey"])
     for name in ("a-b", "a"):
         kube.kubectl("delete", "incidentpolicy", name, "-n", ns)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from incident_commander.credentials.api_keys import KeyIndex, verify_key
 from tests.support.endpoints import MotoServer
+from tests.support.http import call
 from tests.support.kube import Kube, wait_for_condition
 
 
@@ -25,6 +27,16 @@ def key_index(kube: Kube, namespace: str, policy: str) -> KeyIndex:
 
 def client_key(kube: Kube, namespace: str, policy: str, client: str) -> dict[str, str]:
     return secret_data(kube, namespace, f"{policy}-{client}-api-key")
+
+
+def wait_until_served(url: str, api_key: str, timeout: float = 30) -> None:
+    """The keyring follows the index Secret through the watch: wait until this key is accepted."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if call(url, "POST", "/v1/token", headers={"Authorization": f"ApiKey {api_key}"}).status == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError("the API never accepted the issued key")
 
 
 def verifies(kube: Kube, namespace: str, policy: str, plaintext: str) -> bool:

@@ -84,22 +84,14 @@ class ProvisionedStorage:
     """Storage through storage/provisioner.py and the connection's clients."""
 
     def ensure(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[ResourceStatus]:
-        return provisioner.ensure_all(
-            connection.client,
-            names,
-            region=connection.region,
-            account=connection.account_id or DEFAULT_ACCOUNT,
-            owner=owner,
-        )
+        return provisioner.ensure_all(connection.client, names, owner=owner, **self._where(connection))
 
     def delete_owned(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[str]:
-        return provisioner.delete_owned(
-            connection.client,
-            names,
-            region=connection.region,
-            account=connection.account_id or DEFAULT_ACCOUNT,
-            owner=owner,
-        )
+        return provisioner.delete_owned(connection.client, names, owner=owner, **self._where(connection))
+
+    @staticmethod
+    def _where(connection: ReadyConnection) -> dict[str, str]:
+        return {"region": connection.region, "account": connection.account_id or DEFAULT_ACCOUNT}
 
 
 @dataclass(kw_only=True)
