@@ -349,13 +349,15 @@ class LocalControlPlane:
         self._wait("kube-apiserver", self._apiserver_ready, timeout=timeout)
 
         if self.start_controller_manager:
-            # The controllers run as system:kube-controller-manager (no per-controller service
-            # accounts); the aggregation controller needs its own bootstrap role on top.
-            self._bind_cluster_role(
-                "ic-test:controller-manager:clusterrole-aggregation",
-                "system:controller:clusterrole-aggregation-controller",
-                user="system:kube-controller-manager",
-            )
+            if not self.node:
+                # The controllers run as system:kube-controller-manager (no per-controller service
+                # accounts); the aggregation controller needs its own bootstrap role on top. (On a
+                # node, each controller is its own ServiceAccount with its bootstrap role.)
+                self._bind_cluster_role(
+                    "ic-test:controller-manager:clusterrole-aggregation",
+                    "system:controller:clusterrole-aggregation-controller",
+                    user="system:kube-controller-manager",
+                )
             controllers = [
                 "namespace",
                 "garbagecollector",
