@@ -80,6 +80,7 @@ def index_version(core: Any) -> str:
     return str(core.read_namespaced_secret("crashy-api-key-index", NAMESPACE).metadata.resource_version)
 
 
+@pytest.mark.timeout(900)  # thirty operator starts; on a loaded machine each takes several seconds
 def test_sigkill_during_issuance_and_rotation_loses_nothing(isolated: Kube, tmp_path: Path) -> None:
     rng = random.Random(20261125)  # noqa: S311 - picks test timings, not secrets
     kube = isolated
