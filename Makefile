@@ -84,9 +84,11 @@ image:
 	bash tests/node/install-packages.sh
 	REVISION="$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" bash hack/image/build.sh
 
-# What the e2e tier needs before it starts (one time on a fresh machine; cache hits afterwards).
+# What the e2e tier needs before it starts (one time on a fresh machine; cache hits afterwards):
+# the node, the image, and prometheus-operator with Prometheus (Prometheus on the node).
 e2e-deps: controlplane node
 	IMAGE=incident-commander:e2e bash hack/image/build.sh >/dev/null
+	bash tests/prometheus/build.sh >/dev/null
 
 # The e2e tier: a real node (kubelet + containerd) in a network namespace, the image built here,
 # the chart installed with helm. Needs root. See README, "The e2e tier".

@@ -10,7 +10,11 @@ written once:
   when a dependency named in ``spec.<ref>.name`` changes (``wake_referencing``), or on request;
 - at most ``concurrency`` passes of the kind at once;
 - status writes through :func:`~incident_commander.status.apply_status` (only on change, one Event
-  per condition flip) with the entry's stored status kept current;
+  per cause of a condition flip) with the entry's stored status kept current;
+- the object's conditions as metrics (``incident_commander_status_condition``), from the status this
+  replica knows (its own writes on the leader, the leader's on a standby), dropped on deletion;
+- the outcome of each pass (workers.PassResult): from the Ready condition the pass assessed, or
+  ``deferred`` when the kind says it could not assess yet (``defer``);
 - subscribers told when something they depend on changed (``notify``);
 - ``pause``/``resume`` for a replica that loses or gains the leadership: a paused controller keeps
   following its objects but runs no pass, so it writes nothing.
@@ -34,11 +38,11 @@ from opentelemetry.trace import Tracer
 from incident_commander.clock import Clock, system_clock
 from incident_commander.kept_objects import kept_body
 from incident_commander.kube_api import KubeApi, ObjectRef
-from incident_commander.metrics import OperatorMetrics
+from incident_commander.metrics import RECONCILE_OUTCOMES, OperatorMetrics
 from incident_commander.status import Assessment, StatusWrite, apply_status
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
 from incident_commander.telemetry.tracing import NOOP_TRACER
-from incident_commander.workers import Dependents, ObjectKey, ObjectWorker
+from incident_commander.workers import Dependents, ObjectKey, ObjectWorker, PassResult
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +59,10 @@ class Entry:
     trigger: tuple[Any, ...] = ()
     """The parts of the object whose change calls for a pass (see ``Controller.trigger``)."""
     worker: ObjectWorker | None = None
+    assessed_ready: str | None = None
+    """The Ready status the running pass assessed (None: none yet)."""
+    deferred: bool = False
+    """The running pass could not assess the object yet (``Controller.defer``)."""
 
     @property
     def key(self) -> ObjectKey:
@@ -77,6 +85,9 @@ class Controller(abc.ABC, Generic[E]):
     plural: ClassVar[str]
     references: ClassVar[tuple[str, ...]] = ()
     """``spec.<ref>.name`` fields naming objects this kind depends on (see ``wake_referencing``)."""
+    condition_types: ClassVar[tuple[str, ...]] = ("Ready",)
+    """The condition types this kind writes: the ones exported as metrics (others a status may
+    carry, written by someone else, are not, so the series stay bounded)."""
     concurrency: ClassVar[int] = 8
     """Passes of this kind at once. A pass is mostly CPU (botocore, the GIL): more at once only adds
     in-flight memory; at 1,000 objects 8 instead of 16 lowered the peak RSS with no loss of time."""
@@ -104,6 +115,8 @@ class Controller(abc.ABC, Generic[E]):
         self._active = True
         self._start_workers = start_workers
         """False: no worker runs passes; whoever built the controller runs them (unit tests)."""
+        for outcome in RECONCILE_OUTCOMES:  # every outcome from zero, so rates and ratios exist
+            metrics.reconciliations.labels(kind=self.kind, outcome=outcome)
 
     # -- what a kind supplies --------------------------------------------------------------------
     @abc.abstractmethod
@@ -155,6 +168,7 @@ class Controller(abc.ABC, Generic[E]):
                 # A standby follows what the leader writes; the leader keeps its own record.
                 entry.status = dict(watched_status)
                 self.status_observed(entry)
+                self._export_conditions(entry)
             return
         if entry is not None:
             self.forget(*key)
@@ -163,6 +177,7 @@ class Controller(abc.ABC, Generic[E]):
         entry = self.new_entry(ref, body, dict(watched_status))
         entry.trigger = trigger
         self._entries[key] = entry
+        self._export_conditions(entry)
         if self._active:
             self._start(entry)
 
@@ -175,6 +190,7 @@ class Controller(abc.ABC, Generic[E]):
         if entry.worker is not None:
             entry.worker.cancel()
             entry.worker = None
+        self.metrics.forget_conditions(self.kind, namespace, name)
         self.forgotten(entry)
 
     # -- the entries, for the kind and its users ---------------------------------------------------
@@ -263,7 +279,36 @@ class Controller(abc.ABC, Generic[E]):
         )
         if written.stored is not None:
             entry.status = written.stored
+            self._export_conditions(entry)
+        ready = next((c for c in assessment.conditions if c.type == "Ready"), None)
+        if ready is not None:
+            entry.assessed_ready = ready.status
         return written
+
+    def defer(self, entry: E, delay: float) -> float:
+        """Return from a pass that could not assess ``entry`` yet (its outcome is ``deferred``)."""
+        entry.deferred = True
+        return delay
+
+    async def reconcile(self, entry: E) -> PassResult:
+        """One pass and its outcome (see workers.PassResult)."""
+        entry.assessed_ready, entry.deferred = None, False
+        delay = await self.run_pass(entry)
+        if entry.assessed_ready not in (None, "True"):
+            outcome = "not_ready"
+        elif entry.deferred:
+            outcome = "deferred"
+        else:
+            outcome = "success"
+        return PassResult(delay=delay, outcome=outcome)
+
+    def _export_conditions(self, entry: E) -> None:
+        statuses = {
+            str(c.get("type")): str(c.get("status"))
+            for c in entry.status.get("conditions") or []
+            if isinstance(c, Mapping) and c.get("type") in self.condition_types
+        }
+        self.metrics.set_conditions(self.kind, entry.ref.namespace, entry.ref.name, statuses)
 
     async def post_event(self, entry: E, type_: str, reason: str, message: str) -> None:
         await asyncio.to_thread(
@@ -276,7 +321,7 @@ class Controller(abc.ABC, Generic[E]):
         entry.worker = ObjectWorker(
             kind=self.kind,
             name=f"{entry.ref.namespace}/{entry.ref.name}",
-            run_pass=functools.partial(self.run_pass, entry),
+            run_pass=functools.partial(self.reconcile, entry),
             metrics=self.metrics,
             gate=self._gate,
             tracer=self.tracer,

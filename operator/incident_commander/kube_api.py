@@ -8,6 +8,7 @@ loop by the async callers. Status is written with JSON merge patches to the
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,17 @@ class KubeApi:
         self._core = client.CoreV1Api(api_client)
         self._custom = client.CustomObjectsApi(api_client)
         self.writes_allowed = writes_allowed
+
+    def without_retries(self) -> KubeApi:
+        """The same identity and server on a client of its own that makes one attempt per request
+        (urllib3 otherwise repeats a GET or PUT that timed out up to three times): for leadership,
+        whose loop retries every retry period, and whose request timeouts must add up to less than
+        its renew deadline."""
+        configuration = copy.copy(self._api_client.configuration)
+        configuration.retries = 0
+        api = client.ApiClient(configuration)
+        api.user_agent = self._api_client.user_agent
+        return KubeApi(api, writes_allowed=self.writes_allowed)
 
     def ping(self) -> None:
         """One cheap request (the apiserver's version, readable by anyone): raises when it does
@@ -327,20 +339,27 @@ class KubeApi:
             )
 
     # -- Leases (leader election and membership; not fenced) --------------------------------------
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+    # ``timeout`` (seconds, for connecting and for the answer each): leadership must notice an
+    # apiserver that stopped answering within its renew deadline, so its requests may not wait for
+    # TCP to give up (minutes, when a partition drops packets).
+    def get_lease(self, namespace: str, name: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         try:
-            found = self._custom.get_namespaced_custom_object(*LEASES[:2], namespace, LEASES[2], name)
+            found = self._custom.get_namespaced_custom_object(
+                *LEASES[:2], namespace, LEASES[2], name, **_timeout(timeout)
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return dict(cast(dict[str, Any], found))
 
-    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create_lease(
+        self, namespace: str, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Raises AlreadyExists when another replica created it first."""
         try:
             created = self._custom.create_namespaced_custom_object(
-                *LEASES[:2], namespace, LEASES[2], dict(body)
+                *LEASES[:2], namespace, LEASES[2], dict(body), **_timeout(timeout)
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -348,11 +367,13 @@ class KubeApi:
             raise
         return dict(cast(dict[str, Any], created))
 
-    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         """Raises Conflict when the Lease changed since ``body``'s resourceVersion was read."""
         try:
             replaced = self._custom.replace_namespaced_custom_object(
-                *LEASES[:2], namespace, LEASES[2], name, dict(body)
+                *LEASES[:2], namespace, LEASES[2], name, dict(body), **_timeout(timeout)
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -360,18 +381,26 @@ class KubeApi:
             raise
         return dict(cast(dict[str, Any], replaced))
 
-    def delete_lease(self, namespace: str, name: str) -> None:
+    def delete_lease(self, namespace: str, name: str, *, timeout: float | None = None) -> None:
         try:
-            self._custom.delete_namespaced_custom_object(*LEASES[:2], namespace, LEASES[2], name)
+            self._custom.delete_namespaced_custom_object(
+                *LEASES[:2], namespace, LEASES[2], name, **_timeout(timeout)
+            )
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
-    def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_leases(
+        self, namespace: str, label_selector: str, *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         found = self._custom.list_namespaced_custom_object(
-            *LEASES[:2], namespace, LEASES[2], label_selector=label_selector
+            *LEASES[:2], namespace, LEASES[2], label_selector=label_selector, **_timeout(timeout)
         )
         return list(cast(dict[str, Any], found).get("items") or [])
+
+
+def _timeout(seconds: float | None) -> dict[str, Any]:
+    return {} if seconds is None else {"_request_timeout": (seconds, seconds)}
 
 
 def _stored(secret: Any) -> StoredSecret:

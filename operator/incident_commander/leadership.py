@@ -49,6 +49,14 @@ class Timing:
     renew_deadline: float = RENEW_DEADLINE
     retry_period: float = RETRY_PERIOD
 
+    @property
+    def request_timeout(self) -> float:
+        """Seconds a Lease request may take to connect, and again to answer: a quarter of the
+        renew deadline (2.5 s by default), so even a round of two requests to an apiserver that
+        stopped answering (a partition dropping packets) ends within the deadline and the leader
+        steps down in time, instead of waiting minutes for TCP to give up."""
+        return max(0.5, self.renew_deadline / 4)
+
 
 class LeaderElector:
     def __init__(
@@ -129,7 +137,7 @@ class LeaderElector:
     def _try_acquire_or_renew(self) -> bool:
         """One round (blocking). Writes only to renew its own hold or to take an expired Lease."""
         now = self._clock()
-        lease = self._kube.get_lease(self.namespace, self.name)
+        lease = self._kube.get_lease(self.namespace, self.name, timeout=self._timing.request_timeout)
         duration = math.ceil(self._timing.lease_duration)
         if lease is None:
             body = {
@@ -145,7 +153,7 @@ class LeaderElector:
                 },
             }
             try:
-                self._kube.create_lease(self.namespace, body)
+                self._kube.create_lease(self.namespace, body, timeout=self._timing.request_timeout)
             except AlreadyExists:
                 return False
             self.holder = self.identity
@@ -172,7 +180,9 @@ class LeaderElector:
             spec["acquireTime"] = micro_time(now)
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + (1 if holder else 0)
         try:
-            self._kube.replace_lease(self.namespace, self.name, {**lease, "spec": spec})
+            self._kube.replace_lease(
+                self.namespace, self.name, {**lease, "spec": spec}, timeout=self._timing.request_timeout
+            )
         except Conflict:
             return False
         if taking_over:
@@ -183,11 +193,12 @@ class LeaderElector:
     def _release(self) -> None:
         """Step down for a quick hand-over: an empty holder lets the next replica take it at once."""
         try:
-            lease = self._kube.get_lease(self.namespace, self.name)
+            timeout = self._timing.request_timeout
+            lease = self._kube.get_lease(self.namespace, self.name, timeout=timeout)
             if lease is None or (lease.get("spec") or {}).get("holderIdentity") != self.identity:
                 return
             spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1}
-            self._kube.replace_lease(self.namespace, self.name, {**lease, "spec": spec})
+            self._kube.replace_lease(self.namespace, self.name, {**lease, "spec": spec}, timeout=timeout)
         except Exception as exc:
             logger.warning(
                 "could not release Lease %s/%s (%s)", self.namespace, self.name, type(exc).__name__
@@ -239,7 +250,7 @@ class Membership:
             self._leave()
         selector = f"{MEMBER_LABEL}={self.election}"
         live = 0
-        for lease in self._kube.list_leases(self.namespace, selector):
+        for lease in self._kube.list_leases(self.namespace, selector, timeout=self._timing.request_timeout):
             spec = lease.get("spec") or {}
             renewed = parse_time_or_none(spec.get("renewTime"))
             duration = float(spec.get("leaseDurationSeconds") or self._timing.lease_duration)
@@ -253,7 +264,8 @@ class Membership:
             "leaseDurationSeconds": math.ceil(self._timing.lease_duration),
             "renewTime": micro_time(now),
         }
-        lease = self._kube.get_lease(self.namespace, self._name)
+        timeout = self._timing.request_timeout
+        lease = self._kube.get_lease(self.namespace, self._name, timeout=timeout)
         if lease is None:
             body = {
                 "apiVersion": "coordination.k8s.io/v1",
@@ -266,10 +278,10 @@ class Membership:
                 "spec": spec,
             }
             with contextlib.suppress(AlreadyExists):  # our own, from a round that timed out
-                self._kube.create_lease(self.namespace, body)
+                self._kube.create_lease(self.namespace, body, timeout=timeout)
             return
         with contextlib.suppress(Conflict):  # renewed by an earlier round meanwhile
-            self._kube.replace_lease(self.namespace, self._name, {**lease, "spec": spec})
+            self._kube.replace_lease(self.namespace, self._name, {**lease, "spec": spec}, timeout=timeout)
 
     def _leave(self) -> None:
-        self._kube.delete_lease(self.namespace, self._name)
+        self._kube.delete_lease(self.namespace, self._name, timeout=self._timing.request_timeout)

@@ -1,7 +1,11 @@
 """Prometheus metrics of one operator process.
 
 Each process owns a private CollectorRegistry (never the library's default one),
-so tests and benchmarks can build several operators in one interpreter.
+so tests and benchmarks can build several operators in one interpreter. The
+registry also carries prometheus_client's process, platform and GC collectors
+(memory and CPU are published targets), and no ``_created`` series: Prometheus
+does not ingest them by default, and they doubled the series of every counter
+and histogram.
 
 Label cardinality is bounded: kinds, outcomes, services, phases and reasons come
 from fixed vocabularies; the per-object labels (namespace plus connection, budget
@@ -17,7 +21,17 @@ import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from incident_commander import __version__
 
@@ -25,6 +39,9 @@ PREFIX = "incident_commander"
 BUDGET_PHASES = ("Ok", "Warning", "Critical", "Exceeded")
 BUDGET_ACTIONS = ("Notify", "Downgrade", "Throttle", "Halt")
 SPEND_SOURCES = ("cost_explorer", "ledger")
+CONDITION_STATUSES = ("True", "False", "Unknown")
+RECONCILE_OUTCOMES = ("success", "not_ready", "deferred", "error")
+"""What a reconciliation pass came to (workers.PassResult): see docs/metrics.md."""
 
 
 @dataclass(kw_only=True)
@@ -33,14 +50,27 @@ class OperatorMetrics:
 
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     _api_clients: dict[tuple[str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
+    _conditions: dict[tuple[str, str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # prometheus_client's switch is process-wide; every registry of this process wants it off.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
+        # The library's default collectors sit on its default registry, which we never serve.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.build_info = Info(f"{PREFIX}_build", "Version of the running operator.", registry=self.registry)
         self.build_info.info({"version": __version__})
         self.reconciliations = Counter(
             f"{PREFIX}_reconciliations_total",
-            "Reconciliations by kind and outcome (success, error).",
+            "Reconciliation passes by kind and outcome (success, not_ready, deferred, error).",
             ["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.status_condition = Gauge(
+            f"{PREFIX}_status_condition",
+            "1 for the status of each condition of an object (True, False, Unknown), 0 for the others.",
+            ["kind", "namespace", "name", "condition", "status"],
             registry=self.registry,
         )
         self.reconcile_duration = Histogram(
@@ -92,8 +122,8 @@ class OperatorMetrics:
             registry=self.registry,
         )
         self.budget_utilization = Gauge(
-            f"{PREFIX}_budget_utilization_percent",
-            "Total spend of the current period in percent of the limit.",
+            f"{PREFIX}_budget_utilization_ratio",
+            "Total spend of the current period as a fraction of the limit (1 = the limit).",
             ["namespace", "budget"],
             registry=self.registry,
         )
@@ -140,10 +170,11 @@ class OperatorMetrics:
         spend: Mapping[str, float],
         active_action: str | None,
     ) -> None:
-        """A budget's figures, set where its status is written."""
+        """A budget's figures, set where its status is written. ``utilization`` is in percent, as
+        ``status.spend.utilization`` says it; the metric is the ratio (Prometheus' convention)."""
         self.budget_limit.labels(namespace, budget).set(limit)
         self.budget_forecast.labels(namespace, budget).set(forecast)
-        self.budget_utilization.labels(namespace, budget).set(utilization)
+        self.budget_utilization.labels(namespace, budget).set(utilization / 100)
         for source in SPEND_SOURCES:
             self.budget_spend.labels(namespace, budget, source).set(spend.get(source, 0.0))
         for known in BUDGET_PHASES:
@@ -164,6 +195,28 @@ class OperatorMetrics:
             for extra in extras:
                 with contextlib.suppress(KeyError):
                     family.remove(namespace, budget, *extra)
+
+    def set_conditions(self, kind: str, namespace: str, name: str, conditions: Mapping[str, str]) -> None:
+        """An object's conditions (type -> status) as its status says them; condition types not
+        listed any more are dropped. Callers pass only their kind's own condition types."""
+        key = (kind, namespace, name)
+        for gone in self._conditions.get(key, set()) - set(conditions):
+            for status in CONDITION_STATUSES:
+                with contextlib.suppress(KeyError):
+                    self.status_condition.remove(kind, namespace, name, gone, status)
+        for condition, current in conditions.items():
+            for status in CONDITION_STATUSES:
+                self.status_condition.labels(kind, namespace, name, condition, status).set(
+                    1 if status == current else 0
+                )
+        if conditions:
+            self._conditions[key] = set(conditions)
+        else:
+            self._conditions.pop(key, None)
+
+    def forget_conditions(self, kind: str, namespace: str, name: str) -> None:
+        """Drop a deleted object's condition series."""
+        self.set_conditions(kind, namespace, name, {})
 
     def set_api_keys(self, namespace: str, policy: str, expiries: Mapping[str, float]) -> None:
         """The policy's clients and their current keys' expiry; clients not listed any more are dropped."""

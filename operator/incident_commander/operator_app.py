@@ -169,8 +169,9 @@ def build_registry(
         duration, deadline, period = config.leader_timing
         timing = Timing(lease_duration=duration, renew_deadline=deadline, retry_period=period)
         stand_by()  # until this replica leads
+        leases = kube.without_retries()
         elector = LeaderElector(
-            kube,
+            leases,
             namespace=config.state_namespace,
             name=config.leader_election,
             identity=config.identity,
@@ -179,7 +180,7 @@ def build_registry(
             timing=timing,
         )
         membership = Membership(
-            kube,
+            leases,
             namespace=config.state_namespace,
             election=config.leader_election,
             identity=config.identity,

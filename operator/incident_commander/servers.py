@@ -13,20 +13,27 @@ loop with the reconcilers, so it is bounded (docs/api.md, "Server limits"):
 - the body must arrive within ``--api-idle-timeout`` too (408 otherwise; see api/app.py);
 - at most ``--api-max-connections`` (512) connections: beyond, new ones get a 503 and are closed;
 - request line and header fields of at most 4 KiB each, at most 32 header fields.
+
+With ``--tls-cert-file``/``--tls-key-file`` the API speaks HTTPS, and follows the files: a
+renewed certificate (cert-manager updating the mounted Secret) is served to new connections within
+``TLS_RELOAD_INTERVAL``, without a restart (``ReloadingTls``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.aiohttp import make_aiohttp_handler
 
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.config import OperatorConfig
@@ -78,15 +85,16 @@ class ConnectionCap:
 
 
 def metrics_app(metrics: OperatorMetrics) -> web.Application:
-    """``/metrics`` in the Prometheus text format."""
-
-    async def serve_metrics(_: web.Request) -> web.Response:
-        body = generate_latest(metrics.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
+    """``/metrics`` through prometheus_client's aiohttp handler: the text format or OpenMetrics as
+    the scraper's ``Accept`` asks, gzip when its ``Accept-Encoding`` allows, ``?name[]=`` filters."""
     app = web.Application()
-    app.router.add_get("/metrics", serve_metrics)
+    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
     return app
+
+
+TLS_RELOAD_INTERVAL = 10.0
+"""Seconds between looks at the certificate files. The kubelet takes up to a minute or more to
+update a mounted Secret; a look costs two small file reads."""
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
@@ -95,6 +103,69 @@ def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+class ReloadingTls:
+    """A server TLS context that follows its certificate and key files.
+
+    The listener keeps one context for its lifetime, so a reload cannot replace it; instead the
+    listener's context hands every new handshake to the current one (OpenSSL's server-name
+    callback runs for every ClientHello, with or without SNI). A new pair is loaded into a fresh
+    context and swapped in only once it loaded whole: a half-updated pair (a new certificate with
+    the old key) is refused, logged, and the previous certificate stays in service until the files
+    change again. Connections already open keep the certificate they were made with."""
+
+    def __init__(self, cert_file: str, key_file: str) -> None:
+        self._files = (Path(cert_file), Path(key_file))
+        self._seen = self._fingerprint()
+        self.current = tls_context(cert_file, key_file)
+        """The context new handshakes use."""
+        self.reloads = 0
+        self.context = tls_context(cert_file, key_file)
+        """The listener's context (its own certificate is the one loaded at start)."""
+        self.context.sni_callback = self._select
+
+    def _select(self, connection: ssl.SSLObject, _server_name: str | None, _: ssl.SSLContext) -> None:
+        connection.context = self.current
+
+    def _fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for path in self._files:
+            digest.update(path.read_bytes())
+            digest.update(b"\0")
+        return digest.hexdigest()
+
+    def check(self) -> bool:
+        """Load the files again if their content changed; True when a new certificate is in use."""
+        try:
+            seen = self._fingerprint()
+        except OSError as missing:  # between a Secret's old and new files: look again later
+            logger.warning("TLS files unreadable (%s); serving the previous certificate", missing.strerror)
+            return False
+        if seen == self._seen:
+            return False
+        self._seen = seen
+        try:
+            self.current = tls_context(str(self._files[0]), str(self._files[1]))
+        except (OSError, ssl.SSLError) as broken:
+            logger.warning(
+                "TLS files %s and %s changed but do not load (%s); serving the previous certificate",
+                *self._files,
+                broken,
+            )
+            return False
+        self.reloads += 1
+        logger.info("TLS certificate reloaded from %s", self._files[0])
+        return True
+
+    async def follow(self, interval: float) -> None:
+        """Look at the files every ``interval`` seconds, until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.check)
+            except Exception:  # never let a reload problem stop the API
+                logger.exception("checking the TLS files failed")
 
 
 @dataclass(kw_only=True)
@@ -107,8 +178,12 @@ class HttpServers:
     api_metrics: ApiMetrics | None = None
     liveness_port: int = 0
     """The liveness port as bound (the configured one, or the free one picked for port 0)."""
+    tls_reload_interval: float = TLS_RELOAD_INTERVAL
+    tls: ReloadingTls | None = None
+    """The API's TLS, once started with a certificate."""
     _runners: list[web.AppRunner] = field(default_factory=list)
     _listeners: list[asyncio.Server] = field(default_factory=list)
+    _tls_follower: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Listen on the configured ports; a metrics or API port of 0 disables that server, a
@@ -116,7 +191,11 @@ class HttpServers:
         await self._liveness()
         tls = None
         if self.config.tls_cert_file and self.config.tls_key_file:
-            tls = tls_context(self.config.tls_cert_file, self.config.tls_key_file)
+            self.tls = ReloadingTls(self.config.tls_cert_file, self.config.tls_key_file)
+            tls = self.tls.context
+            self._tls_follower = asyncio.create_task(
+                self.tls.follow(self.tls_reload_interval), name="TLS reload"
+            )
         if self.config.metrics_port:
             runner = web.AppRunner(metrics_app(self.metrics), access_log=None)
             await self._listen("metrics", runner, self.config.metrics_port, None, None)
@@ -181,6 +260,11 @@ class HttpServers:
 
     async def stop(self) -> None:
         """Close the listeners and finish requests in flight."""
+        if self._tls_follower is not None:
+            self._tls_follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tls_follower
+            self._tls_follower = None
         while self._listeners:
             self._listeners.pop().close()
         while self._runners:

@@ -3,7 +3,7 @@
 Every kind writes its status through here so that all of them honour the same
 rules: ``observedGeneration`` is stamped, conditions keep their transition times,
 an unchanged status produces no API write at all, and one Event is posted per
-condition flip. Kinds decide (pure functions returning an ``Assessment``);
+cause of a condition flip. Kinds decide (pure functions returning an ``Assessment``);
 ``apply_status`` acts.
 """
 
@@ -109,21 +109,28 @@ class EventSpec:
 
 
 def transition_events(plan: StatusPlan) -> list[EventSpec]:
-    """One Event per condition flip. A condition's first appearance is news only for
-    Ready, or when it appears in its abnormal state; a healthy Degraded=False is not."""
-    events = []
+    """One Event per cause. A condition flip is news; a condition's first appearance is news only
+    for Ready, or when it appears in its abnormal state (a healthy Degraded=False is not).
+
+    Flips that share their Event type, reason and message have one cause: a kind's Ready takes
+    the reason and message of its failing sub-condition (an IncidentPolicy's Ready=False and
+    StorageReady=False both say the connection is not ready), so they become one Event naming
+    both, ``Ready=False, StorageReady=False: <message>``, instead of the same news twice."""
+    causes: dict[tuple[str, str, str], list[Transition]] = {}
     for transition in plan.transitions:
         healthy = (transition.current == "True") != (transition.type in ABNORMAL_WHEN_TRUE)
         if transition.previous is None and transition.type != "Ready" and healthy:
             continue
-        events.append(
-            EventSpec(
-                type="Normal" if healthy else "Warning",
-                reason=transition.reason,
-                message=f"{transition.type}={transition.current}: {transition.message}",
-            )
+        type_ = "Normal" if healthy else "Warning"
+        causes.setdefault((type_, transition.reason, transition.message), []).append(transition)
+    return [
+        EventSpec(
+            type=type_,
+            reason=reason,
+            message=f"{', '.join(f'{t.type}={t.current}' for t in flips)}: {message}",
         )
-    return events
+        for (type_, reason, message), flips in causes.items()
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -146,7 +153,7 @@ async def apply_status(
     force: bool = False,
 ) -> StatusWrite:
     """Patch the status when the plan differs from ``current`` (or ``force``; ``extra`` fields ride
-    along with a write but never cause one), then post an Event per condition flip."""
+    along with a write but never cause one), then post one Event per cause of a condition flip."""
     plan = plan_status(
         current=current,
         generation=generation,

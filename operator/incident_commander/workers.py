@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -23,8 +24,25 @@ from incident_commander.telemetry.tracing import NOOP_TRACER
 
 logger = logging.getLogger(__name__)
 
-Pass = Callable[[], Awaitable[float]]
-"""A reconciliation pass; returns the seconds until the next pass is due without any event."""
+
+@dataclass(frozen=True, kw_only=True)
+class PassResult:
+    """What a pass came to: when the next one is due without any event, and its outcome.
+
+    ``outcome`` (the ``outcome`` label of ``incident_commander_reconciliations_total`` and the
+    span's ``incidentcommander.outcome``): ``success`` (the pass ran to its end and the object is
+    Ready, or its deletion finished), ``not_ready`` (it ran to its end and left Ready False or
+    Unknown: the condition says why, and the pass scheduled its own retry), ``deferred`` (it
+    assessed nothing because this process does not know enough yet, e.g. a connection right after
+    a start; the stored status stands) or ``error`` (it raised; set by the worker, which retries
+    after ERROR_RETRY_SECONDS)."""
+
+    delay: float
+    outcome: str = "success"
+
+
+Pass = Callable[[], Awaitable[PassResult]]
+"""A reconciliation pass."""
 
 ERROR_RETRY_SECONDS = 15.0
 
@@ -79,11 +97,19 @@ class ObjectWorker:
             try:
                 async with self._gate:
                     namespace, _, name = self._name.rpartition("/")
-                    delay = await traced_pass(
-                        self._tracer, self._run_pass, kind=self._kind, namespace=namespace, name=name
+                    result = await traced_pass(
+                        self._tracer,
+                        self._run_pass,
+                        kind=self._kind,
+                        namespace=namespace,
+                        name=name,
+                        outcome=lambda done: done.outcome,
                     )
-                outcome = "success"
+                delay, outcome = result.delay, result.outcome
             except asyncio.CancelledError:
+                # Cut short (the object went away, leadership was lost, the operator stops): the
+                # pass neither failed nor succeeded, so it is not counted.
+                outcome = ""
                 raise
             except ApiException as refused:
                 # An answer from the apiserver (a namespace being deleted, a missing permission, a
@@ -101,10 +127,11 @@ class ObjectWorker:
                     "%s %s: reconciliation failed; retrying in %ss", self._kind, self._name, delay
                 )
             finally:
-                self._metrics.reconciliations.labels(kind=self._kind, outcome=outcome).inc()
-                self._metrics.reconcile_duration.labels(kind=self._kind).observe(
-                    time.perf_counter() - started
-                )
+                if outcome:
+                    self._metrics.reconciliations.labels(kind=self._kind, outcome=outcome).inc()
+                    self._metrics.reconcile_duration.labels(kind=self._kind).observe(
+                        time.perf_counter() - started
+                    )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.05, delay))
 

@@ -493,7 +493,7 @@ class LocalControlPlane:
         return context
 
     def _bind_cluster_role(self, name: str, role: str, *, user: str) -> None:
-        body = {
+        body: dict[str, object] = {
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": name},
@@ -501,7 +501,8 @@ class LocalControlPlane:
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
         }
         url = f"{self.server}/apis/rbac.authorization.k8s.io/v1/clusterrolebindings"
-        _post_json(url, body, context=self._admin_context())
+        # Where the apiserver listens: inside ``netns`` when one is set (the e2e node).
+        self.probe(lambda: bool(_post_json(url, body, context=self._admin_context())))
 
     def probe(self, check: Callable[[], bool]) -> bool:
         """Run a readiness check where the components are (inside ``netns`` when one is set)."""

@@ -21,7 +21,7 @@ from tests.controlplane.localcluster import build_binaries
 from tests.e2e import support
 from tests.node.cluster import PAUSE_IMAGE, NodeCluster
 from tests.node.images import operator_image_archive, pause_image_archive, relabelled_archive
-from tests.support.kube import Kube
+from tests.support.kube import Kube, wait_for_condition
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +75,13 @@ def release(
     chart_release = support.Release(node=node, values_dir=Path(tmp_path_factory.mktemp("values")))
     chart_release.install()
     return chart_release
+
+
+@pytest.fixture(scope="session")
+def demo(kube: Kube, release: support.Release, moto: support.InClusterMoto) -> str:
+    """examples/ applied once, pointed at the in-cluster moto, and Ready."""
+    kube.kubectl("create", "namespace", support.DEMO)
+    kube.apply("\n---\n".join(support.iter_examples(moto.url)), support.DEMO)
+    for kind, name in support.OBJECTS:
+        wait_for_condition(kube, kind, support.DEMO, name, timeout=240, logs=release.logs)
+    return support.DEMO

@@ -27,20 +27,57 @@ NEXT_IMAGE = "docker.io/library/incident-commander:e2e-next"
 """What ``helm upgrade`` rolls out to: the same layers with another label, so another image ID."""
 KINDS = ("AwsConnection", "BudgetPolicy", "IncidentPolicy")
 MOTO_PORT = 4566
+DEMO = "demo"
+"""The namespace examples/ are applied to (the ``demo`` fixture)."""
+OBJECTS = [
+    ("awsconnection", "emulator"),
+    ("budgetpolicy", "platform-monthly"),
+    ("incidentpolicy", "production"),
+]
+API_KEYS = [f"production-{client}-api-key" for client in ("triage-agent", "dashboard", "platform-admin")]
 
 
-def http_get(node: NodeCluster, url: str, *, timeout: float = 5) -> tuple[int, str]:
+def http_get(
+    node: NodeCluster, url: str, *, timeout: float = 5, headers: dict[str, str] | None = None
+) -> tuple[int, str]:
     """GET from inside the node's network namespace (where pod and Service addresses live)."""
 
     def get() -> tuple[int, str]:
+        request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - test-made namespace
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - test-made namespace
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - test-made namespace
                 return int(response.status), response.read().decode(errors="replace")
         except urllib.error.HTTPError as error:
             return int(error.code), error.read().decode(errors="replace")
 
     result: tuple[int, str] = node.in_netns(get)
     return result
+
+
+@contextlib.contextmanager
+def cut_off_from_the_api(node: NodeCluster, pod: dict[str, Any]) -> Iterator[None]:
+    """A network partition between ``pod`` and the apiserver: its packets to the ``kubernetes``
+    Service (and to the apiserver's port directly) are dropped, in the node namespace's ``raw``
+    table, before kube-proxy's DNAT. Dropped, not refused: connections hang, as when a link or a
+    node's network goes away. Not in the filter table's INPUT chain: kube-router moves its own jump
+    to the top of INPUT on every sync (30 s here), and its chain accepts pod traffic, which undid a
+    REJECT inserted there within half a minute."""
+    assert node.plane is not None
+    service = node.kube.kubectl(
+        "get", "service", "kubernetes", "-n", "default", "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout.strip()
+    source = pod["status"]["podIP"]
+    rules = [
+        ["PREROUTING", "-s", source, "-d", service, "-p", "tcp", "--dport", "443", "-j", "DROP"],
+        ["PREROUTING", "-s", source, "-p", "tcp", "--dport", str(node.plane.apiserver_port), "-j", "DROP"],
+    ]
+    for rule in rules:
+        node.run("iptables", "-t", "raw", "-I", *rule)
+    try:
+        yield
+    finally:
+        for rule in rules:
+            node.run("iptables", "-t", "raw", "-D", *rule, check=False)
 
 
 def eventually(check: Callable[[], Any], *, timeout: float, interval: float = 1.0, what: str) -> Any:
@@ -269,8 +306,9 @@ def _merge(target: dict[str, Any], changes: dict[str, Any]) -> None:
 
 
 def snapshot(kube: Kube, namespace: str) -> dict[str, Any]:
-    """Conditions (with transition times) and generations of the three kinds, the data of every
-    Secret the operator made or read, and the Events posted so far, in ``namespace``."""
+    """Conditions (with transition times) and generations of the three kinds, the state of each
+    policy's AWS resources (Created stays Created), the data of every Secret the operator made or
+    read, and the Events posted so far, in ``namespace``."""
     objects = json.loads(
         kube.kubectl(
             "get", "awsconnections,budgetpolicies,incidentpolicies", "-n", namespace, "-o", "json"
@@ -289,6 +327,13 @@ def snapshot(kube: Kube, namespace: str) -> dict[str, Any]:
         "observed": {
             f"{o['kind']}/{o['metadata']['name']}": (o.get("status") or {}).get("observedGeneration")
             for o in objects
+        },
+        "storage": {
+            f"{o['kind']}/{o['metadata']['name']}": sorted(
+                (r.get("kind"), r.get("name"), r.get("state")) for r in (o.get("status") or {})["storage"]
+            )
+            for o in objects
+            if "storage" in (o.get("status") or {})
         },
         "secrets": {s["metadata"]["name"]: s.get("data") or {} for s in secrets},
         # Each Event by its own name: a second Event with the same reason is a second flip.
@@ -317,6 +362,8 @@ def assert_no_churn(before: dict[str, Any], after: dict[str, Any]) -> None:
         problems.append(f"conditions changed (status churn):\n{yaml.safe_dump(churned)}")
     if after["observed"] != before["observed"]:
         problems.append(f"observedGeneration changed: {before['observed']} -> {after['observed']}")
+    if after["storage"] != before["storage"]:
+        problems.append(f"storage state changed: {before['storage']} -> {after['storage']}")
     lost = sorted(name for name in before["secrets"] if name not in after["secrets"])
     if lost:
         problems.append(f"Secrets lost: {lost}")

@@ -171,12 +171,19 @@ def test_prometheus_scrapes_budget_and_aws_gauges(
         f'incident_commander_budget_spend{{{selector},source="ledger"}}': 121.5,
         f'incident_commander_budget_spend{{{selector},source="cost_explorer"}}': 0.0,
         f"incident_commander_budget_limit{{{selector}}}": 200.0,
-        f"incident_commander_budget_utilization_percent{{{selector}}}": 60.75,
+        f"incident_commander_budget_utilization_ratio{{{selector}}}": 0.6075,
         f'incident_commander_budget_phase{{{selector},phase="Warning"}}': 1.0,
         f'incident_commander_budget_phase{{{selector},phase="Ok"}}': 0.0,
         f'incident_commander_aws_service_up{{namespace="{ns}",connection="conn",service="sts"}}': 1.0,
         f'incident_commander_aws_service_up{{namespace="{ns}",connection="conn",service="dynamodb"}}': 1.0,
         f'incident_commander_aws_service_up{{namespace="{ns}",connection="down",service="sts"}}': 0.0,
+        # The conditions as status says them: one series per status, 1 for the current one.
+        f'incident_commander_status_condition{{kind="AwsConnection",namespace="{ns}",name="down",'
+        'condition="Ready",status="False"}': 1.0,
+        f'incident_commander_status_condition{{kind="AwsConnection",namespace="{ns}",name="conn",'
+        'condition="Ready",status="True"}': 1.0,
+        f'incident_commander_status_condition{{kind="BudgetPolicy",namespace="{ns}",name="budget",'
+        'condition="Ready",status="False"}': 0.0,
     }
     deadline = time.monotonic() + 30
     seen: dict[str, float | None] = {}
@@ -194,7 +201,7 @@ def test_prometheus_scrapes_budget_and_aws_gauges(
     # The chart's alert rules load into a real Prometheus, and BudgetWarning is pending (for: 5m).
     groups = prometheus.api("rules")["groups"]
     loaded = {r["name"]: r for g in groups for r in g["rules"]}
-    assert len(loaded) == 8 and all(r["health"] == "ok" for r in loaded.values()), loaded
+    assert len(loaded) == 9 and all(r["health"] == "ok" for r in loaded.values()), loaded
     deadline = time.monotonic() + 15
     alerts: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -208,5 +215,6 @@ def test_prometheus_scrapes_budget_and_aws_gauges(
     # Every family the live operator exposes is documented, and nothing documented is missing.
     with urllib.request.urlopen(operator.metrics_url, timeout=5) as response:  # noqa: S310 - loopback
         text = response.read().decode()
-    live = {n for n in re.findall(r"^# TYPE (\S+) \S+$", text, re.MULTILINE) if not n.endswith("_created")}
+    live = set(re.findall(r"^# TYPE (\S+) \S+$", text, re.MULTILINE))
     assert sorted(live) == sorted(documented())
+    assert "_created" not in text

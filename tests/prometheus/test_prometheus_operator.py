@@ -14,15 +14,13 @@ endpoint controllers, and Endpoints may not point at loopback. So here:
 - the generated ServiceMonitor job runs with service discovery through the API (kubeconfig of the
   `prometheus` ServiceAccount) and finds nothing, which the test pins;
 - the alert is proven with the generated rules against the operator's real metrics, scraped by one
-  added job on loopback that copies the generated job's scrape settings;
-- `test_the_operator_pod_is_discovered_and_scraped_through_the_service_monitor` is the whole path
-  (discovery, scrape, rules, alert) for the real-node tier; it runs when that tier provides a
-  cluster where the chart's pod runs (see `node_cluster`).
+  added job on loopback that copies the generated job's scrape settings.
+The whole path on a real node (the pod discovered through the ServiceMonitor, scraped, the rules
+loaded, the alerts firing) is tests/e2e/test_prometheus_on_node.py, in the e2e tier.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,42 +38,23 @@ from tests.support.policies import apply_connection
 from tests.support.prometheus import (
     PrometheusOperator,
     PrometheusServer,
+    adapt,
+    alerts,
     build_prometheus_operator,
     generated_config,
     generated_rule_files,
     grant_prometheus_rbac,
+    prometheus_object,
+    service_monitor_job,
+    write_rules,
 )
 
 pytestmark = pytest.mark.integration
 
 RELEASE, SYSTEM, FULLNAME = "ic", "ic-system", "ic-incident-commander"
 MONITORING, PROMETHEUS = "monitoring", "ic"
-JOB = f"serviceMonitor/{SYSTEM}/{FULLNAME}/0"
+JOB = service_monitor_job(SYSTEM, FULLNAME)
 ALERTS = yaml.safe_load((CHART / "files" / "alerts.yaml").read_text())
-PROMETHEUS_VERSION = "v3.5.0"
-"""The Prometheus that tests/prometheus/build.sh builds (the one prometheus-operator v0.85.0 depends
-on); prometheus-operator generates configuration for this version. Debian's prometheus (2.42) is
-built without Kubernetes service discovery and refuses the generated configuration."""
-
-
-def prometheus_object() -> dict[str, Any]:
-    """A Prometheus selecting every ServiceMonitor and PrometheusRule, as kube-prometheus' does
-    for its own namespace; scrape and evaluation intervals short for the test."""
-    return {
-        "apiVersion": "monitoring.coreos.com/v1",
-        "kind": "Prometheus",
-        "metadata": {"name": PROMETHEUS, "namespace": MONITORING},
-        "spec": {
-            "version": PROMETHEUS_VERSION,
-            "serviceAccountName": "prometheus",
-            "serviceMonitorSelector": {},
-            "serviceMonitorNamespaceSelector": {},
-            "ruleSelector": {},
-            "ruleNamespaceSelector": {},
-            "scrapeInterval": "5s",
-            "evaluationInterval": "1s",
-        },
-    }
 
 
 def install_chart(kube: Kube, extra: dict[str, Any] | None = None) -> None:
@@ -108,49 +87,6 @@ def wait_until(check: Callable[[], Any], *, timeout: float, what: str, logs: Cal
         time.sleep(0.5)
 
 
-def adapt(
-    config: dict[str, Any],
-    *,
-    kubeconfig: Path,
-    rules_dir: Path,
-    extra_jobs: list[dict[str, Any]] = (),  # type: ignore[assignment]
-) -> dict[str, Any]:
-    """The generated configuration, changed only where a process outside a pod needs it: service
-    discovery reads a kubeconfig (a pod would use its mounted token), the rule files are where the
-    test wrote them (a pod mounts the ConfigMaps), and $(POD_NAME) and $(SHARD) are filled in (the
-    config reloader does that in a pod)."""
-    # In a pod the config reloader expands $(POD_NAME) and $(SHARD) (the external labels and the
-    # sharding relabeling) from the environment: replica prometheus-<name>-0, shard 0.
-    text = yaml.safe_dump(config, sort_keys=False)
-    text = text.replace("$(POD_NAME)", f"prometheus-{PROMETHEUS}-0").replace("$(SHARD)", "0")
-    adapted = dict(yaml.safe_load(text))
-    for job in adapted.get("scrape_configs", []):
-        for sd in job.get("kubernetes_sd_configs", []):
-            sd["kubeconfig_file"] = str(kubeconfig)
-    adapted["rule_files"] = [str(rules_dir / "*.yaml")]
-    adapted["scrape_configs"] = [*adapted.get("scrape_configs", []), *extra_jobs]
-    return adapted
-
-
-def write_rules(files: dict[str, str], rules_dir: Path, *, for_override: str | None = None) -> None:
-    """The generated rule files; ``for_override`` shortens every alert's `for` (10m for
-    AwsConnectionDegraded) so that a firing alert fits in a test."""
-    rules_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        if for_override is not None:
-            doc = yaml.safe_load(text)
-            for group in doc["groups"]:
-                for rule in group["rules"]:
-                    if "for" in rule:
-                        rule["for"] = for_override
-            text = yaml.safe_dump(doc, sort_keys=False)
-        (rules_dir / name).write_text(text)
-
-
-def alerts(prometheus: PrometheusServer, name: str) -> list[dict[str, Any]]:
-    return [a for a in prometheus.api("alerts")["alerts"] if a["labels"]["alertname"] == name]
-
-
 @dataclass
 class Stack:
     plane: LocalControlPlane
@@ -173,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             kube.kubectl("create", "namespace", MONITORING)
             grant_prometheus_rbac(kube, namespace=MONITORING, service_account="prometheus")
             install_chart(kube)
-            kube.apply(prometheus_object(), MONITORING)
+            kube.apply(prometheus_object(MONITORING, PROMETHEUS), MONITORING)
             yield Stack(plane=plane, kube=kube, operator=operator, build_dir=build_dir)
         finally:
             code = operator.stop()
@@ -276,7 +212,13 @@ def test_prometheus_runs_the_generated_configuration_and_the_degraded_alert_fire
         }
         rules_dir = tmp_path / "rules"
         write_rules(files, rules_dir, for_override="2s")
-        adapted = adapt(config, kubeconfig=sa_kubeconfig, rules_dir=rules_dir, extra_jobs=[loopback_job])
+        adapted = adapt(
+            config,
+            prometheus=PROMETHEUS,
+            kubeconfig=sa_kubeconfig,
+            rules_dir=rules_dir,
+            extra_jobs=[loopback_job],
+        )
         prometheus = PrometheusServer.start(stack.build_dir, adapted, tmp_path / "prometheus")
         try:
             logs = prometheus.process.log_tail
@@ -339,115 +281,3 @@ def test_prometheus_runs_the_generated_configuration_and_the_degraded_alert_fire
     finally:
         assert operator.stop() == 0, operator.logs()
         moto.stop()
-
-
-# --- on the real node ---------------------------------------------------------------------------
-
-
-@dataclass
-class NodeCluster:
-    kube: Kube
-    netns: str
-    image: str
-
-
-@pytest.fixture(scope="module")
-def node_cluster() -> NodeCluster:
-    """A cluster whose node runs the chart's pods, from the real-node tier: IC_NODE_KUBECONFIG
-    (admin, client-certificate files), IC_NODE_NETNS (the network namespace holding the apiserver
-    and pod network: prometheus-operator and Prometheus run there) and IC_NODE_IMAGE (the
-    operator image loaded into the node's containerd)."""
-    names = ("IC_NODE_KUBECONFIG", "IC_NODE_NETNS", "IC_NODE_IMAGE")
-    missing = [n for n in names if not os.environ.get(n)]
-    if missing:
-        pytest.skip(f"needs the real-node tier (a kubelet runs the chart's pod); unset: {', '.join(missing)}")
-    bin_dir = os.environ.get("IC_NODE_BIN_DIR")
-    return NodeCluster(
-        kube=Kube(
-            kubeconfig=Path(os.environ["IC_NODE_KUBECONFIG"]),
-            bin_dir=Path(bin_dir) if bin_dir else build_binaries(),
-        ),
-        netns=os.environ["IC_NODE_NETNS"],
-        image=os.environ["IC_NODE_IMAGE"],
-    )
-
-
-def test_the_operator_pod_is_discovered_and_scraped_through_the_service_monitor(
-    node_cluster: NodeCluster, tmp_path: Path
-) -> None:
-    """The whole path, nothing added: the ServiceMonitor's job discovers the pod through the
-    Service's endpoints, scrapes it, the generated rules load, and the alert fires while an
-    AwsConnection is not Ready (its endpoint refuses connections)."""
-    kube, netns = node_cluster.kube, node_cluster.netns
-    build_dir = build_prometheus_operator()
-    cluster = yaml.safe_load(kube.kubeconfig.read_text())
-    [entry] = cluster["clusters"]
-    [user] = cluster["users"]
-    kube.kubectl("apply", "--server-side", "-f", str(build_dir / "crds"), timeout=180)
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=120s", "-f", str(build_dir / "crds"))
-    operator = PrometheusOperator.start(
-        build_dir,
-        tmp_path,
-        server=entry["cluster"]["server"],
-        ca_file=entry["cluster"]["certificate-authority"],
-        cert_file=user["user"]["client-certificate"],
-        key_file=user["user"]["client-key"],
-        netns=netns,
-    )
-    try:
-        kube.kubectl("create", "namespace", MONITORING)
-        grant_prometheus_rbac(kube, namespace=MONITORING, service_account="prometheus")
-        repository, tag = node_cluster.image.rsplit(":", 1)
-        install_chart(kube, {"image.repository": repository, "image.tag": tag, "image.pullPolicy": "Never"})
-        kube.kubectl(
-            "rollout", "status", f"deployment/{FULLNAME}", "-n", SYSTEM, "--timeout=180s", timeout=200
-        )
-        kube.apply(prometheus_object(), MONITORING)
-        config = wait_until(
-            lambda: (
-                (c := generated_config(kube, MONITORING, PROMETHEUS))
-                and any(j["job_name"] == JOB for j in c.get("scrape_configs", []))
-                and c
-            ),
-            timeout=120,
-            what="the generated configuration",
-        )
-        files = wait_until(
-            lambda: generated_rule_files(kube, MONITORING, PROMETHEUS), timeout=60, what="rules"
-        )
-        sa = token_kubeconfig(kube, MONITORING, "prometheus", tmp_path / "prometheus.kubeconfig").kubeconfig
-        namespace = "prom-node"
-        kube.kubectl("create", "namespace", namespace)
-        apply_connection(kube, namespace, "http://127.0.0.1:1", name="broken", services=("sts",))
-        rules_dir = tmp_path / "rules"
-        write_rules(files, rules_dir, for_override="2s")
-        prometheus = PrometheusServer.start(
-            build_dir, adapt(config, kubeconfig=sa, rules_dir=rules_dir), tmp_path / "p", netns=netns
-        )
-        try:
-            targets = wait_until(
-                lambda: [
-                    t
-                    for t in prometheus.api("targets")["activeTargets"]
-                    if t["scrapePool"] == JOB and t["health"] == "up"
-                ],
-                timeout=120,
-                what="the operator pod scraped through the ServiceMonitor",
-                logs=prometheus.process.log_tail,
-            )
-            assert targets[0]["labels"]["namespace"] == SYSTEM and targets[0]["labels"]["service"] == FULLNAME
-            assert targets[0]["labels"]["pod"].startswith(FULLNAME)
-            fired = wait_until(
-                lambda: [a for a in alerts(prometheus, "AwsConnectionDegraded") if a["state"] == "firing"],
-                timeout=180,
-                what="AwsConnectionDegraded firing",
-                logs=prometheus.process.log_tail,
-            )
-            assert {(a["labels"]["namespace"], a["labels"]["connection"]) for a in fired} == {
-                (namespace, "broken")
-            }
-        finally:
-            prometheus.stop()
-    finally:
-        helm(kube, "uninstall", RELEASE, "--namespace", SYSTEM, "--wait", check=False)
-        operator.stop()

@@ -185,12 +185,14 @@ class FakeKube:
         if not self.reachable:
             raise ConnectionError("the apiserver is away")
 
-    def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
+    def get_lease(self, namespace: str, name: str, *, timeout: float | None = None) -> dict[str, Any] | None:
         self._reach()
         found = self.leases.get((namespace, name))
         return copy.deepcopy(found) if found else None
 
-    def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def create_lease(
+        self, namespace: str, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         self._reach()
         name = body["metadata"]["name"]
         if (namespace, name) in self.leases:
@@ -201,7 +203,9 @@ class FakeKube:
         self.writes.append(f"create_lease {namespace}/{name}")
         return copy.deepcopy(stored)
 
-    def replace_lease(self, namespace: str, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    def replace_lease(
+        self, namespace: str, name: str, body: Mapping[str, Any], *, timeout: float | None = None
+    ) -> dict[str, Any]:
         self._reach()
         existing = self.leases.get((namespace, name))
         if existing is None or existing["metadata"]["resourceVersion"] != body["metadata"].get(
@@ -214,11 +218,13 @@ class FakeKube:
         self.writes.append(f"replace_lease {namespace}/{name}")
         return copy.deepcopy(stored)
 
-    def delete_lease(self, namespace: str, name: str) -> None:
+    def delete_lease(self, namespace: str, name: str, *, timeout: float | None = None) -> None:
         self._reach()
         self.leases.pop((namespace, name), None)
 
-    def list_leases(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    def list_leases(
+        self, namespace: str, label_selector: str, *, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
         self._reach()
         key, _, value = label_selector.partition("=")
         return [

@@ -97,9 +97,16 @@ class PrometheusOperator:
 
     @classmethod
     def start_on(
-        cls, plane: LocalControlPlane, admin: Kube, build_dir: Path, log_dir: Path
+        cls,
+        plane: LocalControlPlane,
+        admin: Kube,
+        build_dir: Path,
+        log_dir: Path,
+        *,
+        netns: str | None = None,
     ) -> PrometheusOperator:
-        """On the local control plane, as user ``prometheus-operator`` bound to upstream's ClusterRole."""
+        """On the local control plane, as user ``prometheus-operator`` bound to upstream's
+        ClusterRole; ``netns``: the plane's network namespace (the node tier's), to run in."""
         grant_operator_rbac(admin, user="prometheus-operator")
         plane.pki.issue("prometheus-operator", common_name="prometheus-operator")
         return cls.start(
@@ -109,6 +116,7 @@ class PrometheusOperator:
             ca_file=plane.pki.path("ca.crt"),
             cert_file=plane.pki.path("prometheus-operator.crt"),
             key_file=plane.pki.path("prometheus-operator.key"),
+            netns=netns,
         )
 
     def stop(self) -> int | None:
@@ -271,3 +279,79 @@ class PrometheusServer:
 
     def stop(self) -> int | None:
         return self.process.stop()
+
+
+# -- what the tiers share: the Prometheus object, the generated configuration run outside a pod ----
+
+PROMETHEUS_VERSION = "v3.5.0"
+"""The Prometheus that tests/prometheus/build.sh builds (the one prometheus-operator v0.85.0 depends
+on); prometheus-operator generates configuration for this version. Debian's prometheus (2.42) is
+built without Kubernetes service discovery and refuses the generated configuration."""
+
+
+def service_monitor_job(namespace: str, fullname: str) -> str:
+    """The scrape job prometheus-operator makes of the chart's ServiceMonitor (its first endpoint)."""
+    return f"serviceMonitor/{namespace}/{fullname}/0"
+
+
+def prometheus_object(namespace: str, name: str) -> dict[str, Any]:
+    """A Prometheus selecting every ServiceMonitor and PrometheusRule, as kube-prometheus' does
+    for its own namespace; scrape and evaluation intervals short for the test."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "Prometheus",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "version": PROMETHEUS_VERSION,
+            "serviceAccountName": "prometheus",
+            "serviceMonitorSelector": {},
+            "serviceMonitorNamespaceSelector": {},
+            "ruleSelector": {},
+            "ruleNamespaceSelector": {},
+            "scrapeInterval": "5s",
+            "evaluationInterval": "1s",
+        },
+    }
+
+
+def adapt(
+    config: dict[str, Any],
+    *,
+    prometheus: str,
+    kubeconfig: Path,
+    rules_dir: Path,
+    extra_jobs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """The generated configuration, changed only where a process outside a pod needs it: service
+    discovery reads a kubeconfig (a pod would use its mounted token), the rule files are where the
+    test wrote them (a pod mounts the ConfigMaps), and $(POD_NAME) and $(SHARD) are filled in (the
+    config reloader does that in a pod, from the environment: replica prometheus-<name>-0, shard 0)."""
+    text = yaml.safe_dump(config, sort_keys=False)
+    text = text.replace("$(POD_NAME)", f"prometheus-{prometheus}-0").replace("$(SHARD)", "0")
+    adapted = dict(yaml.safe_load(text))
+    for job in adapted.get("scrape_configs", []):
+        for sd in job.get("kubernetes_sd_configs", []):
+            sd["kubeconfig_file"] = str(kubeconfig)
+    adapted["rule_files"] = [str(rules_dir / "*.yaml")]
+    adapted["scrape_configs"] = [*adapted.get("scrape_configs", []), *(extra_jobs or [])]
+    return adapted
+
+
+def write_rules(files: dict[str, str], rules_dir: Path, *, for_override: str | None = None) -> None:
+    """The generated rule files; ``for_override`` shortens every alert's `for` (10m and 15m in the
+    chart) so that a firing alert fits in a test."""
+    rules_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        if for_override is not None:
+            doc = yaml.safe_load(text)
+            for group in doc["groups"]:
+                for rule in group["rules"]:
+                    if "for" in rule:
+                        rule["for"] = for_override
+            text = yaml.safe_dump(doc, sort_keys=False)
+        (rules_dir / name).write_text(text)
+
+
+def alerts(prometheus: PrometheusServer, name: str) -> list[dict[str, Any]]:
+    """Prometheus' active alerts (pending or firing) named ``name``."""
+    return [a for a in prometheus.api("alerts")["alerts"] if a["labels"]["alertname"] == name]

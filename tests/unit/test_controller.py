@@ -1,4 +1,5 @@
-"""The generic controller skeleton: entries, replacement by uid, triggers, pause and resume."""
+"""The generic controller skeleton: entries, replacement by uid, triggers, pause and resume, pass
+outcomes and the conditions exported as metrics."""
 
 from __future__ import annotations
 
@@ -7,9 +8,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import generate_latest
+
+from incident_commander.conditions import Condition
 from incident_commander.controller import Controller, Entry
 from incident_commander.kube_api import ObjectRef
 from incident_commander.metrics import OperatorMetrics
+from incident_commander.status import Assessment
 from tests.support.fake_kube import FakeKube
 
 
@@ -134,3 +139,113 @@ def test_a_failing_subscriber_does_not_keep_the_others_from_hearing() -> None:
     things.subscribe(lambda namespace, name: heard.append(name))
     things.notify("ns", "t")
     assert heard == ["t"]
+
+
+class Judged(Things):
+    """A kind whose pass assesses Ready from the spec, or defers: ``spec.verdict``."""
+
+    kind = "Judged"
+    condition_types = ("Ready", "Synced")
+
+    async def run_pass(self, entry: Thing) -> float:
+        entry.passes += 1
+        verdict = entry.body["spec"].get("verdict")
+        if verdict == "defer":
+            return self.defer(entry, 1.0)
+        if verdict == "raise":
+            raise RuntimeError("the pass fails")
+        conditions = [
+            Condition(type="Ready", status=verdict, reason="R", message="m"),
+            Condition(type="Synced", status="True", reason="S", message="m"),
+        ]
+        await self.write_status(entry, Assessment(conditions=conditions))
+        return 3600.0
+
+
+def judged(verdict: str, generation: int = 1, status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"namespace": "ns", "name": "j", "uid": "u1", "generation": generation},
+        "spec": {"verdict": verdict},
+        "status": status or {},
+    }
+
+
+def test_a_pass_outcome_says_what_it_came_to() -> None:
+    """success only when the pass leaves the object Ready; not_ready when Ready is False or
+    Unknown; deferred when it could not assess; error when it raised."""
+
+    async def scenario() -> list[str]:
+        things = Judged()
+        things.pause()  # the test runs the passes itself
+        outcomes = []
+        for generation, verdict in enumerate(("True", "False", "Unknown", "defer"), start=1):
+            things.observe(judged(verdict, generation))
+            thing = things.entry("ns", "j")
+            assert thing is not None
+            outcomes.append((await things.reconcile(thing)).outcome)
+        await things.close()
+        return outcomes
+
+    assert asyncio.run(scenario()) == ["success", "not_ready", "not_ready", "deferred"]
+
+
+def test_the_worker_counts_every_outcome_from_zero() -> None:
+    async def scenario() -> Judged:
+        things = Judged()
+        things.observe(judged("False"))
+        await settle()
+        things.observe(judged("raise", generation=2))
+        await settle()
+        await things.close()
+        return things
+
+    things = asyncio.run(scenario())
+
+    def count(outcome: str) -> float | None:
+        return things.metrics.registry.get_sample_value(
+            "incident_commander_reconciliations_total", {"kind": "Judged", "outcome": outcome}
+        )
+
+    assert {o: count(o) for o in ("success", "not_ready", "deferred", "error")} == {
+        "success": 0,
+        "not_ready": 1,
+        "deferred": 0,
+        "error": 1,
+    }
+
+
+def test_conditions_are_exported_from_the_status_this_replica_knows_and_dropped_on_deletion() -> None:
+    """The leader exports what it writes; a standby what the leader wrote (its watch); only the
+    kind's own condition types; nothing once the object is gone."""
+
+    async def scenario() -> None:
+        leader, standby = Judged(), Judged()
+        standby.pause()
+        leader.observe(judged("False"))
+        await settle()
+        written = leader.entry("ns", "j")
+        assert written is not None
+        stored = {
+            **written.status,
+            "conditions": [*written.status["conditions"], {"type": "Foreign", "status": "True"}],
+        }
+        standby.observe(judged("False", status=stored))
+        for replica in (leader, standby):
+            assert value(replica, "Ready", "False") == 1 and value(replica, "Ready", "True") == 0
+            assert value(replica, "Synced", "True") == 1
+            assert value(replica, "Foreign", "True") is None
+        flipped = {**stored, "conditions": [{**stored["conditions"][0], "status": "True"}]}
+        standby.observe(judged("False", status=flipped))  # the leader's next write, as watched
+        assert value(standby, "Ready", "True") == 1 and value(standby, "Synced", "True") is None
+        for replica in (leader, standby):
+            replica.forget("ns", "j")
+            text = generate_latest(replica.metrics.registry).decode()
+            assert 'name="j"' not in text
+            await replica.close()
+
+    asyncio.run(scenario())
+
+
+def value(things: Things, condition: str, status: str) -> float | None:
+    labels = {"kind": things.kind, "namespace": "ns", "name": "j", "condition": condition, "status": status}
+    return things.metrics.registry.get_sample_value("incident_commander_status_condition", labels)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import threading
+import time
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+from kubernetes import client
+
+from incident_commander.kube_api import KubeApi
 from incident_commander.leadership import LeaderElector, Membership, Timing
 from tests.support.fake_kube import FakeKube
 
@@ -121,3 +130,124 @@ def test_a_leader_whose_renewal_is_older_than_the_deadline_may_not_write() -> No
     assert a.elector.may_write()
     now[0] += 10  # paused for the renew deadline: fenced, though it still believes it leads
     assert a.elector.leading and not a.elector.may_write()
+
+
+class LeaseServer:
+    """The Lease endpoints of an apiserver over real HTTP on loopback, that can stop answering
+    while keeping connections open: a partition that drops packets, not one that refuses them."""
+
+    PREFIX = "/apis/coordination.k8s.io/v1/namespaces/"
+
+    def __init__(self) -> None:
+        self.leases: dict[str, dict[str, Any]] = {}
+        self.silent = threading.Event()
+        self.stopping = threading.Event()
+        self.version = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def _answer(self, status: int, body: dict[str, Any]) -> None:
+                if outer.silent.is_set():
+                    outer.stopping.wait()  # the request arrived; no answer ever leaves
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _body(self) -> dict[str, Any]:
+                return dict(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+            def _store(self, lease: dict[str, Any]) -> dict[str, Any]:
+                outer.version += 1
+                lease["metadata"]["resourceVersion"] = str(outer.version)
+                outer.leases[lease["metadata"]["name"]] = lease
+                return lease
+
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[1]
+                found = outer.leases.get(name)
+                self._answer(200, found) if found else self._answer(404, {"kind": "Status", "code": 404})
+
+            def do_POST(self) -> None:
+                self._answer(201, self._store(self._body()))
+
+            def do_PUT(self) -> None:
+                body = self._body()
+                current = outer.leases.get(body["metadata"]["name"])
+                if current and current["metadata"]["resourceVersion"] != body["metadata"].get(
+                    "resourceVersion"
+                ):
+                    self._answer(409, {"kind": "Status", "code": 409})
+                else:
+                    self._answer(200, self._store(body))
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def kube(self) -> KubeApi:
+        configuration = client.Configuration()
+        configuration.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return KubeApi(client.ApiClient(configuration)).without_retries()  # as operator_app does
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_leader_whose_apiserver_stops_answering_steps_down_within_its_deadline() -> None:
+    """Over real HTTP: the apiserver keeps the connections but answers nothing. Every Lease request
+    gives up after the timing's request timeout, once (no urllib3 retries), so the leader notices
+    and steps down within the renew deadline (plus one round), before a standby may take over;
+    without timeouts its election loop would wait for TCP to give up, minutes later, leading all
+    along, and with urllib3's three retries each request would take four timeouts."""
+    server = LeaseServer()
+    timing = Timing(lease_duration=3, renew_deadline=2, retry_period=0.2)
+    assert timing.request_timeout == 0.5
+    events: list[str] = []
+    elector = LeaderElector(
+        server.kube(),
+        namespace=NS,
+        name="ic",
+        identity="a",
+        on_started=lambda: events.append("started"),
+        on_stopped=lambda: events.append("stopped"),
+        timing=timing,
+    )
+
+    async def scenario() -> float:
+        task = asyncio.create_task(elector.run())
+        try:
+            for _ in range(100):
+                if elector.leading:
+                    break
+                await asyncio.sleep(0.05)
+            assert elector.leading and server.leases["ic"]["spec"]["holderIdentity"] == "a"
+            server.silent.set()
+            silenced = time.monotonic()
+            while elector.leading and time.monotonic() - silenced < 10:
+                await asyncio.sleep(0.05)
+            return time.monotonic() - silenced
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # its release times out too
+
+    try:
+        took = asyncio.run(scenario())
+    finally:
+        server.stop()
+    assert events == ["started", "stopped"]
+    # The last renewal was at most a retry period before the silence; then rounds of one timed-out
+    # request (the get) until the deadline has passed.
+    assert timing.renew_deadline - timing.retry_period <= took <= timing.renew_deadline + 2 * 2 * 0.5 + 0.5, (
+        took
+    )
+    assert not elector.may_write()

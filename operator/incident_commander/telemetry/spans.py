@@ -24,14 +24,24 @@ OUTCOME = "incidentcommander.outcome"
 T = TypeVar("T")
 
 
+def _succeeded(_: object) -> str:
+    return "success"
+
+
 async def traced_pass(
-    tracer: trace.Tracer, run: Callable[[], Awaitable[T]], *, kind: str, namespace: str, name: str
+    tracer: trace.Tracer,
+    run: Callable[[], Awaitable[T]],
+    *,
+    kind: str,
+    namespace: str,
+    name: str,
+    outcome: Callable[[T], str] = _succeeded,
 ) -> T:
     """Run one reconciliation pass inside a span ``reconcile <kind>``; re-raise what it raises.
 
-    ``incidentcommander.outcome`` is ``success``, ``error`` (with the exception recorded
-    and the span's status ERROR) or ``cancelled`` (the object went away or the operator
-    stops)."""
+    ``incidentcommander.outcome`` is what ``outcome`` makes of the pass's result (``success``,
+    ``not_ready``, ``deferred``: workers.PassResult), ``error`` (with the exception recorded and
+    the span's status ERROR) or ``cancelled`` (the object went away or the operator stops)."""
     with tracer.start_as_current_span(
         f"reconcile {kind}",
         context=otel_context.Context(),
@@ -50,5 +60,5 @@ async def traced_pass(
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
             raise
-        span.set_attribute(OUTCOME, "success")
+        span.set_attribute(OUTCOME, outcome(result))
         return result

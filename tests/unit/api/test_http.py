@@ -6,13 +6,16 @@ No Kubernetes here: the keyring and directory are in-memory, filled with real ke
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import ipaddress
 import socket
 import ssl
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -176,3 +179,138 @@ def test_api_speaks_tls_from_certificate_files(tmp_path: Path) -> None:
     status, plain = asyncio.run(scenario())
     assert status == 200
     assert plain.startswith("plain HTTP answered 400") or "Error" in plain
+
+
+def certificate_pair(common_name: str) -> tuple[bytes, bytes, bytes]:
+    """A self-signed certificate for 127.0.0.1 and localhost: PEM certificate, PEM key, DER."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return (
+        cert.public_bytes(serialization.Encoding.PEM),
+        key_pem,
+        cert.public_bytes(serialization.Encoding.DER),
+    )
+
+
+class SecretVolume:
+    """A directory laid out as the kubelet mounts a Secret: ``tls.crt`` -> ``..data/tls.crt``, and
+    ``..data`` a symlink to a timestamped directory, swapped atomically on every update."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.version = 0
+        root.mkdir(parents=True, exist_ok=True)
+        for name in ("tls.crt", "tls.key"):
+            (root / name).symlink_to(Path("..data") / name)
+
+    def write(self, cert: bytes, key: bytes) -> None:
+        self.version += 1
+        target = self.root / f"..2026_01_01_00_00_{self.version:02d}"
+        target.mkdir()
+        (target / "tls.crt").write_bytes(cert)
+        (target / "tls.key").write_bytes(key)
+        staged = self.root / "..data_tmp"
+        staged.symlink_to(target.name)
+        staged.rename(self.root / "..data")
+
+
+async def served_certificate(port: int, *, server_hostname: str | None = None) -> bytes:
+    """The DER certificate a new TLS connection is shown (no verification: we compare bytes)."""
+    client = ssl.create_default_context()
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client, server_hostname=server_hostname or ""
+    )
+    try:
+        ssl_object = writer.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True)
+        assert der is not None
+        return bytes(der)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    """cert-manager renews the Secret, the kubelet swaps the mounted files: new connections get the
+    new certificate (with and without SNI) and verify against it, a connection already open keeps
+    working, and a half-written pair (new certificate, old key) is refused while the last good
+    certificate stays in service."""
+    volume = SecretVolume(tmp_path / "tls")
+    first_cert, first_key, first_der = certificate_pair("first")
+    volume.write(first_cert, first_key)
+    second_cert, second_key, second_der = certificate_pair("second")
+    third_cert, _, _ = certificate_pair("third")
+
+    async def scenario() -> None:
+        ctx, _ = context()
+        port = free_port()
+        config = OperatorConfig(
+            api_port=port,
+            metrics_port=0,
+            bind_address="127.0.0.1",
+            tls_cert_file=str(volume.root / "tls.crt"),
+            tls_key_file=str(volume.root / "tls.key"),
+        )
+        servers = HttpServers(
+            config=config, metrics=OperatorMetrics(), api=build_api_app(ctx), tls_reload_interval=0.1
+        )
+        await servers.start()
+        url = f"https://127.0.0.1:{port}/readyz"
+        try:
+            assert await served_certificate(port) == first_der
+            (tmp_path / "first.pem").write_bytes(first_cert)
+            (tmp_path / "second.pem").write_bytes(second_cert)
+            trust_first = ssl.create_default_context(cafile=str(tmp_path / "first.pem"))
+            trust_second = ssl.create_default_context(cafile=str(tmp_path / "second.pem"))
+            async with aiohttp.ClientSession() as kept:  # one keep-alive connection across the renewal
+                async with kept.get(url, ssl=trust_first) as r:
+                    assert r.status == 200
+
+                volume.write(second_cert, second_key)
+                for _ in range(100):
+                    if await served_certificate(port) == second_der:
+                        break
+                    await asyncio.sleep(0.05)
+                assert await served_certificate(port) == second_der
+                assert await served_certificate(port, server_hostname="localhost") == second_der
+                async with aiohttp.ClientSession() as fresh:
+                    async with fresh.get(url, ssl=trust_second) as r:
+                        assert r.status == 200
+                    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+                        async with fresh.get(url, ssl=trust_first):
+                            pass
+                async with kept.get(url, ssl=trust_first) as r:  # the open connection still serves
+                    assert r.status == 200
+            assert servers.tls is not None and servers.tls.reloads == 1
+
+            volume.write(third_cert, second_key)  # a certificate without its key
+            await asyncio.sleep(0.5)
+            assert servers.tls.reloads == 1
+            assert await served_certificate(port) == second_der
+        finally:
+            await servers.stop()
+
+    asyncio.run(scenario())

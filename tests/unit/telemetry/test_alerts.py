@@ -30,6 +30,7 @@ EXPECTED = {
     "ApiKeyRotationOverdue",
     "ApiAuthFailuresHigh",
     "ReconcileErrorsHigh",
+    "ObjectNotReady",
 }
 
 
@@ -97,7 +98,8 @@ def test_dashboard_queries_documented_metrics() -> None:
     for required in (
         "incident_commander_budget_spend",
         "incident_commander_budget_limit",
-        "incident_commander_budget_utilization_percent",
+        "incident_commander_budget_utilization_ratio",
+        "incident_commander_status_condition",
         "incident_commander_aws_service_up",
         "incident_commander_api_requests_total",
         "incident_commander_reconciliations_total",

@@ -7,6 +7,7 @@ metrics and the budget engine's gauges, all on one private registry.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,11 @@ from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.metrics import ApiMetrics
+from incident_commander.kinds.awsconnection.controller import ConnectionController
+from incident_commander.kinds.budgetpolicy.controller import BudgetController
+from incident_commander.kinds.incidentpolicy.controller import PolicyController
 from incident_commander.metrics import BUDGET_PHASES, OperatorMetrics
+from incident_commander.servers import metrics_app
 from tests.support.budgets import NoBudgets
 
 REPO = Path(__file__).resolve().parents[3]
@@ -29,6 +34,11 @@ DOC = REPO / "docs" / "metrics.md"
 OBJECTS = 1000
 SERVICES = ("sts", "dynamodb", "s3", "kinesis", "stepfunctions", "ce")
 CLIENTS = ("agent", "dashboard", "oncall")
+CONDITIONS = {
+    "AwsConnection": ConnectionController.condition_types,
+    "BudgetPolicy": BudgetController.condition_types,
+    "IncidentPolicy": PolicyController.condition_types,
+}
 FORBIDDEN_LABELS = {
     "key_id",
     "keyid",
@@ -60,18 +70,22 @@ def operator() -> Iterator[Operator]:
 
 
 def exposed(operator: Operator) -> dict[str, str]:
-    """Family name -> type, from the text exposition's TYPE lines (without prometheus_client's
-    ``_created`` companions of counters and histograms)."""
+    """Family name -> type, from the text exposition's TYPE lines."""
     text = generate_latest(operator.metrics.registry).decode()
-    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
-    return {name: kind for name, kind in types.items() if not name.endswith("_created")}
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
 
 
 def documented() -> dict[str, tuple[str, list[str]]]:
     rows = re.findall(
-        r"^\| `(incident_commander_\w+)` \| (\w+)[^|]* \| ([^|]*) \|", DOC.read_text(), re.MULTILINE
+        r"^\| `((?:incident_commander|process|python)_\w+)` \| (\w+)[^|]* \| ([^|]*) \|",
+        DOC.read_text(),
+        re.MULTILINE,
     )
     return {name: (kind, re.findall(r"`(\w+)`", labels)) for name, kind, labels in rows}
+
+
+OWN = "incident_commander_"
+"""Our families; ``process_*`` and ``python_*`` are prometheus_client's standard collectors."""
 
 
 def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> None:
@@ -97,7 +111,9 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
 
 def test_names_follow_prometheus_conventions(operator: Operator) -> None:
     for name, kind in exposed(operator).items():
-        assert name.startswith("incident_commander_"), name
+        if not name.startswith(OWN):
+            assert name.startswith(("process_", "python_")), name
+            continue
         assert re.fullmatch(r"[a-z_]+", name), name
         if kind == "counter":
             assert name.endswith("_total"), name
@@ -132,7 +148,8 @@ def populate(operator: Operator, count: int, prefix: str = "obj") -> None:
             active_action=None,
         )
         m.set_api_keys(ns, name, {client: 1.9e9 + i for client in CLIENTS})
-        for kind in ("AwsConnection", "BudgetPolicy", "IncidentPolicy"):
+        for kind, types in CONDITIONS.items():
+            m.set_conditions(kind, ns, name, dict.fromkeys(types, "False" if i % 2 else "True"))
             m.reconciliations.labels(kind=kind, outcome="success").inc()
             m.reconcile_duration.labels(kind=kind).observe(0.01)
 
@@ -144,24 +161,29 @@ def forget(operator: Operator, count: int, prefix: str = "obj") -> None:
         operator.metrics.forget_connection(ns, name, SERVICES)  # ConnectionController.forgotten calls this
         operator.metrics.forget_budget(ns, name)  # BudgetController.forgotten calls this
         operator.metrics.forget_policy(ns, name)  # PolicyController.forgotten calls this
+        for kind in CONDITIONS:
+            operator.metrics.forget_conditions(kind, ns, name)  # Controller.forget calls this
 
 
-PER_SERVICE = 17  # histogram: 12 buckets + +Inf + _count + _sum + _created; up: 1
+PER_SERVICE = 16  # histogram: 12 buckets + +Inf + _count + _sum; up: 1
 PER_BUDGET = 13  # spend 2, limit 1, forecast 1, utilisation 1, phase 4, action 4
 PER_CLIENT = 1
+PER_CONDITION = 3  # True, False, Unknown
 
 
 def test_series_grow_linearly_with_objects_and_shrink_back_on_deletion(operator: Operator) -> None:
     baseline = operator.series()
     populate(operator, 1)
     one = operator.series()
-    fixed = one - baseline - (len(SERVICES) * PER_SERVICE + PER_BUDGET + len(CLIENTS) * PER_CLIENT)
+    conditions = PER_CONDITION * sum(len(types) for types in CONDITIONS.values())
+    per_object = len(SERVICES) * PER_SERVICE + PER_BUDGET + len(CLIENTS) * PER_CLIENT + conditions
+    fixed = one - baseline - per_object
     populate(operator, OBJECTS)
-    per_object = len(SERVICES) * PER_SERVICE + PER_BUDGET + len(CLIENTS) * PER_CLIENT
     # The bound: the fixed series (build info, reconciliations by kind and outcome, ...) plus, for each
-    # object, 17 per AWS service, 13 per budget and 1 per API client -- nothing else grows.
+    # object, 16 per AWS service, 13 per budget, 1 per API client and 3 per condition type of each
+    # kind -- nothing else grows.
     assert operator.series() == baseline + fixed + OBJECTS * per_object
-    assert OBJECTS * per_object == 118_000
+    assert OBJECTS * per_object == 139_000
     forget(operator, OBJECTS)
     assert operator.series() == baseline + fixed
 
@@ -222,3 +244,66 @@ def test_api_requests_to_1000_distinct_paths_add_no_series(operator: Operator) -
     assert operator.series() == after_ten
     text = generate_latest(operator.metrics.registry).decode()
     assert "policy-5" not in text and "icak_" not in text and "/v1/incidents/" not in text
+
+
+def test_no_created_series_and_the_standard_collectors(operator: Operator) -> None:
+    populate(operator, 2)
+    operator.api.requests.labels(route="/v1/route", method="POST", status="200", role="responder").inc()
+    text = generate_latest(operator.metrics.registry).decode()
+    assert "_created" not in text
+    names = exposed(operator)
+    assert {"process_resident_memory_bytes", "process_cpu_seconds_total", "python_info"} <= set(names)
+
+
+def test_conditions_follow_the_status_and_go_with_the_object(operator: Operator) -> None:
+    m = operator.metrics
+
+    def value(condition: str, status: str) -> float | None:
+        labels = {"kind": "IncidentPolicy", "namespace": "ns", "name": "p"}
+        return m.registry.get_sample_value(
+            "incident_commander_status_condition", {**labels, "condition": condition, "status": status}
+        )
+
+    m.set_conditions("IncidentPolicy", "ns", "p", {"Ready": "False", "BudgetApplied": "True"})
+    assert [value("Ready", s) for s in ("True", "False", "Unknown")] == [0, 1, 0]
+    m.set_conditions("IncidentPolicy", "ns", "p", {"Ready": "True"})  # budgetRef removed
+    assert [value("Ready", s) for s in ("True", "False", "Unknown")] == [1, 0, 0]
+    assert value("BudgetApplied", "True") is None
+    m.forget_conditions("IncidentPolicy", "ns", "p")
+    assert 'name="p"' not in generate_latest(m.registry).decode()
+
+
+def test_metrics_endpoint_negotiates_openmetrics_and_gzip(operator: Operator) -> None:
+    operator.metrics.reconciliations.labels(kind="AwsConnection", outcome="success").inc()
+
+    async def scrape() -> list[tuple[str, str | None, str]]:
+        async with TestClient(TestServer(metrics_app(operator.metrics), host="127.0.0.1")) as client:
+            seen = []
+            for headers in (
+                {"Accept-Encoding": "identity"},
+                {
+                    # What Prometheus 3 sends.
+                    "Accept": "application/openmetrics-text;version=1.0.0;q=0.6,"
+                    "text/plain;version=0.0.4;q=0.3",
+                    "Accept-Encoding": "identity",
+                },
+                {"Accept-Encoding": "gzip"},
+            ):
+                response = await client.get("/metrics", headers=headers, auto_decompress=False)
+                raw = await response.read()
+                encoding = response.headers.get("Content-Encoding")
+                body = gzip.decompress(raw) if encoding == "gzip" else raw
+                seen.append((response.headers["Content-Type"], encoding, body.decode()))
+            return seen
+
+    (text_type, plain, text), (om_type, _, om), (_, gzipped, zipped) = asyncio.run(scrape())
+    assert text_type.startswith("text/plain; version=0.0.4") and plain is None
+    assert 'incident_commander_reconciliations_total{kind="AwsConnection",outcome="success"} 1.0' in text
+    assert om_type.startswith("application/openmetrics-text; version=1.0.0")
+    assert om.endswith("# EOF\n")
+    assert "# TYPE incident_commander_reconciliations counter" in om
+    assert "_created" not in om
+    assert gzipped == "gzip"
+    ours = 'incident_commander_reconciliations_total{kind="AwsConnection",outcome="success"} 1.0'
+    assert ours in zipped  # process_* values move between scrapes; the families are the same
+    assert re.findall(r"^# TYPE .*$", zipped, re.M) == re.findall(r"^# TYPE .*$", text, re.M)

@@ -24,7 +24,7 @@ from incident_commander import __version__
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.telemetry import spans, tracing
 from incident_commander.telemetry.threads import ContextThreadPoolExecutor
-from incident_commander.workers import ObjectWorker
+from incident_commander.workers import ObjectWorker, PassResult
 
 OTEL_VARIABLES = (
     "OTEL_SDK_DISABLED",
@@ -203,27 +203,30 @@ def test_object_worker_traces_each_pass(
 ) -> None:
     tracer, exporter, _ = recorded
     passes = 0
+    metrics = OperatorMetrics()
 
-    async def run_pass() -> float:
+    async def run_pass() -> PassResult:
         nonlocal passes
         passes += 1
         if passes == 1:
             raise ValueError("first pass fails")
-        return 3600.0
+        if passes == 2:
+            return PassResult(delay=0.0, outcome="not_ready")
+        return PassResult(delay=3600.0)
 
     async def main() -> None:
         worker = ObjectWorker(
             kind="IncidentPolicy",
             name="team-a/policy",
             run_pass=run_pass,
-            metrics=OperatorMetrics(),
+            metrics=metrics,
             gate=asyncio.Semaphore(1),
             tracer=tracer,
         )
         await asyncio.sleep(0.05)
         worker.wake()
         for _ in range(100):
-            if passes >= 2:
+            if passes >= 3:
                 break
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.01)
@@ -232,7 +235,14 @@ def test_object_worker_traces_each_pass(
     asyncio.run(main())
     finished = exporter.get_finished_spans()
     outcomes = [(s.attributes or {}).get("incidentcommander.outcome") for s in finished]
-    assert outcomes == ["error", "success"]
+    assert outcomes == ["error", "not_ready", "success"]
+    counted = {
+        outcome: metrics.registry.get_sample_value(
+            "incident_commander_reconciliations_total", {"kind": "IncidentPolicy", "outcome": outcome}
+        )
+        for outcome in ("error", "not_ready", "success")
+    }
+    assert counted == {"error": 1, "not_ready": 1, "success": 1}  # the cancelled wait counts nothing
     assert all((s.attributes or {}).get("incidentcommander.name") == "policy" for s in finished)
     assert all((s.attributes or {}).get("k8s.namespace.name") == "team-a" for s in finished)
 

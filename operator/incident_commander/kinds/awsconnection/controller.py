@@ -6,7 +6,7 @@ with a reason the caller turns into its own condition.
 
 A pass is one probe round; the next is due after ``probeInterval``, or at once when the spec or
 the connection's Secret changes (watch events, no polling). Status is written only when it
-differs, with an Event per condition flip. No finalizer is needed: nothing in AWS is created for a
+differs, with an Event per cause of a condition flip. No finalizer is needed: nothing in AWS is created for a
 connection, and a deleted connection's clients are dropped with its entry.
 """
 
@@ -94,6 +94,7 @@ class ConnectionController(Controller[Connection]):
     kind = KIND
     plural = PLURAL
     concurrency = 16
+    condition_types = ("Ready", "CredentialsResolved", "Degraded")
 
     def __init__(
         self,

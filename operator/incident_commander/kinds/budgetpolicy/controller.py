@@ -185,6 +185,7 @@ class BudgetController(Controller[Budget]):
     kind = KIND
     plural = PLURAL
     references = ("connectionRef",)
+    condition_types = ("Ready", "BudgetExceeded")
 
     def __init__(
         self,
@@ -318,9 +319,10 @@ class BudgetController(Controller[Budget]):
             await self._write(budget, [condition], {})
             return IDLE
         if self._connections.warming_up(budget.ref.namespace, spec.connection):
-            return WARMUP_RETRY  # keep the stored status until this process knows the connection
+            # keep the stored status until this process knows the connection
+            return self.defer(budget, WARMUP_RETRY)
         if self._connections.first_probe_pending(budget.ref.namespace, spec.connection):
-            return FIRST_PROBE_RETRY  # its first Ready wakes this budget sooner
+            return self.defer(budget, FIRST_PROBE_RETRY)  # its first Ready wakes this budget sooner
         period = calc.period_bounds(spec.period, now)
         break_glass, break_glass_problem = calc.parse_break_glass(
             budget.annotations.get(BREAK_GLASS_ANNOTATION), now

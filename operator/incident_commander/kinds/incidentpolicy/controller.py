@@ -110,6 +110,7 @@ class PolicyController(Controller[Policy]):
     kind = KIND
     plural = PLURAL
     references = ("connectionRef", "budgetRef")
+    condition_types = ("Ready", "CredentialsIssued", "StorageReady", "BudgetApplied")
 
     def __init__(
         self,
@@ -281,6 +282,7 @@ class PolicyController(Controller[Policy]):
         if due and stored is not None and self._connections.warming_up(policy.ref.namespace, spec.connection):
             # Just (re)started: keep what the status says until this process knows the connection,
             # rather than flipping StorageReady to False and back on every restart.
+            self.defer(policy, WARMUP_RETRY)
             return (
                 Condition(
                     type="StorageReady",

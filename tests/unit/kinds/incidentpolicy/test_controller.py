@@ -311,3 +311,67 @@ def budget_state(phase: Any, action: Any) -> BudgetState:
 
 def _ref(name: str, uid: str) -> ObjectRef:
     return ObjectRef(kind="IncidentPolicy", plural="incidentpolicies", namespace=NS, name=name, uid=uid)
+
+
+@dataclass
+class RecordingStorage(FakeStorage):
+    """Like the provisioner: ``Created`` when it makes a resource, ``Adopted`` when it finds one in
+    place (its own from an earlier pass, or one that existed before the policy)."""
+
+    existing: set[str] = field(default_factory=set)
+
+    def ensure(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[ResourceStatus]:
+        self.ensured.append(names)
+        found = []
+        for kind, name in (("DynamoDBTable", names.incident_table), ("KinesisStream", names.event_stream)):
+            state = "Adopted" if name in self.existing else "Created"
+            self.existing.add(name)
+            found.append(
+                ResourceStatus(kind=kind, name=name, arn=f"arn:{name}", state=state, message=state.lower())
+            )
+        return found
+
+
+def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> None:
+    """The resources the operator made are Created in status for good: a later pass (a new
+    generation) and a restarted operator find them in place, which is not adopting them; and a
+    resource that existed before the policy stays Adopted."""
+    storage = RecordingStorage(existing={f"{NS}-p-events"})
+
+    def operator() -> PolicyController:
+        return PolicyController(
+            start_workers=False,
+            kube=env.kube,  # type: ignore[arg-type]
+            connections=env.connections,
+            metrics=OperatorMetrics(),
+            clock=lambda: NOW,
+            integrity_key=IntegrityKeyHolder(KEY).require,
+            storage=storage,
+        )
+
+    def run(controller: PolicyController, **changes: Any) -> None:
+        controller.observe(
+            {**body(**changes), "status": env.kube.statuses.get(("incidentpolicies", NS, "p"))}
+        )
+        entry = controller.entry(NS, "p")
+        assert entry is not None
+        asyncio.run(controller.run_pass(entry))
+
+    first = operator()
+    run(first)
+    assert [(r["kind"], r["state"]) for r in env.status()["storage"]] == [
+        ("DynamoDBTable", "Created"),
+        ("KinesisStream", "Adopted"),
+    ]
+    recorded = env.status()["storage"]
+    run(first, generation=2)  # an edit: the storage is checked again
+    assert len(storage.ensured) == 2 and env.status()["storage"] == recorded
+    asyncio.run(first.close())
+
+    restarted = operator()
+    writes = len(env.kube.writes)
+    run(restarted, generation=2)  # the connection is known: the storage is checked at once
+    assert len(storage.ensured) == 3
+    assert env.kube.writes[writes:] == [], "no status write: the storage record did not change"
+    assert env.status()["storage"] == recorded
+    asyncio.run(restarted.close())
