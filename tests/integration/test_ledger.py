@@ -80,8 +80,15 @@ def test_holds_fit_under_the_cap_in_one_conditional_write_and_are_refused_beyond
     assert refused.value.counter.committed == Decimal("8.00")
     reserve(dynamodb, hold("2.00"), "10")  # exactly at the cap fits
     seen = counter(dynamodb)
-    assert (seen.cost, seen.committed, seen.held, len(seen.holds)) == (Decimal(0), Decimal(10), Decimal(10), 3)
-    assert {(h.model, h.client, h.task_type) for h in seen.holds if h.id == first.id} == {("m", "p/a", "triage")}
+    assert (seen.cost, seen.committed, seen.held, len(seen.holds)) == (
+        Decimal(0),
+        Decimal(10),
+        Decimal(10),
+        3,
+    )
+    assert {(h.model, h.client, h.task_type) for h in seen.holds if h.id == first.id} == {
+        ("m", "p/a", "triage")
+    }
     reserve(dynamodb, hold("50"), None)  # no cap: tracked, never refused
     assert counter(dynamodb).committed == Decimal(60)
 

@@ -2,9 +2,9 @@
 
 ``/v1/route`` and ``/v1/converse`` both reserve the estimated cost before answering (docs/api.md,
 "Reservations"). A request that does not fit is answered 402 naming the budget, what is left, the
-estimate and the phase. The policy's most severe severity is never refused for money (the Halt
-rule): its hold is tracked without the cap, and when the ledger cannot be reached at all it is
-routed without a hold rather than refused.
+estimate and the phase. The policy's most severe severity is never refused by the budget (the Halt
+rule): its hold is tracked without the cap, and when no hold can be taken at all (the ledger is
+unreachable, the routed model has no price) it is routed without one, logged, rather than refused.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def reserve_for(
     except BudgetRefused as refused:
         raise Refused(insufficient(refused), refused) from None
     except UsageRejected as rejected:
-        if rejected.status == 503 and critical:
+        if critical and rejected.status in (422, 503):
             logger.warning(
                 "routing severity %s for %s/%s without a reservation: %s",
                 severity,
