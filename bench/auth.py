@@ -213,6 +213,12 @@ class _NoBudget:
     async def record(self, namespace: str, budget: str, **_: Any) -> dict[str, Any]:
         raise UsageRejected(503, "LedgerUnavailable", "no budget in this benchmark")
 
+    async def reserve(self, namespace: str, budget: str, **_: Any) -> None:
+        return None  # the policy has no budget: nothing is held
+
+    async def release(self, namespace: str, budget: str, hold: Any) -> None:
+        return None
+
     def budget_status(self, namespace: str, name: str) -> None:
         return None
 

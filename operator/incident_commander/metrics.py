@@ -42,6 +42,9 @@ SPEND_SOURCES = ("cost_explorer", "ledger")
 CONDITION_STATUSES = ("True", "False", "Unknown")
 RECONCILE_OUTCOMES = ("success", "not_ready", "deferred", "error")
 """What a reconciliation pass came to (workers.PassResult): see docs/metrics.md."""
+BREAKDOWN_TOP = 10
+"""Entries per dimension of a budget's spend breakdown (by model, client, task type) that get
+series of their own; the rest are summed under ``other`` (budget/breakdown.py)."""
 
 
 @dataclass(kw_only=True)
@@ -51,6 +54,9 @@ class OperatorMetrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     _api_clients: dict[tuple[str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
     _conditions: dict[tuple[str, str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
+    _breakdowns: dict[tuple[str, str], dict[str, set[str]]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         # prometheus_client's switch is process-wide; every registry of this process wants it off.
@@ -151,6 +157,43 @@ class OperatorMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.budget_reserved = Gauge(
+            f"{PREFIX}_budget_reserved_spend",
+            "Amount held by unsettled reservations in the current period, in the limit's currency.",
+            ["namespace", "budget"],
+            registry=self.registry,
+        )
+        self.budget_spend_by_model = Gauge(
+            f"{PREFIX}_budget_ledger_spend_by_model",
+            "Settled LLM spend of the current period by model (the top 10, the rest as other).",
+            ["namespace", "budget", "model"],
+            registry=self.registry,
+        )
+        self.budget_spend_by_client = Gauge(
+            f"{PREFIX}_budget_ledger_spend_by_client",
+            "Settled LLM spend of the current period by API client, <policy>/<client> (top 10, other).",
+            ["namespace", "budget", "client"],
+            registry=self.registry,
+        )
+        self.budget_spend_by_task_type = Gauge(
+            f"{PREFIX}_budget_ledger_spend_by_task_type",
+            "Settled LLM spend of the current period by task type (top 10, other).",
+            ["namespace", "budget", "task_type"],
+            registry=self.registry,
+        )
+        self.reservations = Counter(
+            f"{PREFIX}_budget_reservations_total",
+            "Budget reservations by outcome (reserved, refused, settled, expired, released).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.model_calls = Counter(
+            f"{PREFIX}_bedrock_calls_total",
+            "Bedrock calls made for /v1/converse, by operation (Converse, ConverseStream) and outcome "
+            "(ok, throttled, rejected, failed).",
+            ["operation", "outcome"],
+            registry=self.registry,
+        )
         self.api_key_expiry = Gauge(
             f"{PREFIX}_api_key_expiry_timestamp_seconds",
             "Unix time at which the current API key of an IncidentPolicy's client expires.",
@@ -182,8 +225,34 @@ class OperatorMetrics:
         for action in BUDGET_ACTIONS:
             self.budget_action.labels(namespace, budget, action).set(1 if action == active_action else 0)
 
+    def set_budget_breakdown(
+        self, namespace: str, budget: str, *, reserved: float, breakdown: Mapping[str, Mapping[str, float]]
+    ) -> None:
+        """The held amount and the spend breakdown (``model``, ``client``, ``task_type``: at most
+        BREAKDOWN_TOP entries and ``other`` each); entries no longer listed are dropped."""
+        self.budget_reserved.labels(namespace, budget).set(reserved)
+        key = (namespace, budget)
+        known = self._breakdowns.setdefault(key, {})
+        for dimension, family in self._breakdown_families():
+            values = breakdown.get(dimension, {})
+            for gone in known.get(dimension, set()) - set(values):
+                with contextlib.suppress(KeyError):
+                    family.remove(namespace, budget, gone)
+            for label, amount in values.items():
+                family.labels(namespace, budget, label).set(amount)
+            known[dimension] = set(values)
+
+    def _breakdown_families(self) -> tuple[tuple[str, Gauge], ...]:
+        return (
+            ("model", self.budget_spend_by_model),
+            ("client", self.budget_spend_by_client),
+            ("task_type", self.budget_spend_by_task_type),
+        )
+
     def forget_budget(self, namespace: str, budget: str) -> None:
         """Drop a deleted budget's series."""
+        self.set_budget_breakdown(namespace, budget, reserved=0, breakdown={})
+        self._breakdowns.pop((namespace, budget), None)
         for family, extras in (
             (self.budget_limit, [()]),
             (self.budget_forecast, [()]),
@@ -191,6 +260,7 @@ class OperatorMetrics:
             (self.budget_spend, [(s,) for s in SPEND_SOURCES]),
             (self.budget_phase, [(p,) for p in BUDGET_PHASES]),
             (self.budget_action, [(a,) for a in BUDGET_ACTIONS]),
+            (self.budget_reserved, [()]),
         ):
             for extra in extras:
                 with contextlib.suppress(KeyError):

@@ -17,6 +17,7 @@ from incident_commander import API_GROUP
 from incident_commander.api import tracing as traced_http
 from incident_commander.api import watching as api_watching
 from incident_commander.api.app import build_api_app
+from incident_commander.api.bedrock import BedrockModels
 from incident_commander.api.budget_bridge import BudgetBridge
 from incident_commander.api.context import ApiContext
 from incident_commander.api.directory import Directory
@@ -199,6 +200,7 @@ def build_registry(
         policy_uid=directory.policy_uid,
         on_untrusted=lambda reason: api_metrics.untrusted_secrets.labels(reason=reason).inc(),
     )
+    models = BedrockModels(connections, metrics)
     api = build_api_app(
         ApiContext(
             keyring=keyring,
@@ -210,6 +212,7 @@ def build_registry(
             cors_origins=frozenset(config.cors_origins),
             not_ready=readiness.reasons,
             replicas=(lambda: membership.members) if membership is not None else (lambda: 1),
+            models=models,
         )
     )
     if tracing.enabled:
@@ -252,6 +255,7 @@ def build_registry(
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         await servers.stop()
+        models.close()
         await asyncio.to_thread(tracing.shutdown)
 
     return registry

@@ -129,12 +129,16 @@ def usage(world: World, policy: str, input_tokens: int, key: str | None = None) 
     return dict(answer.json())
 
 
-def route(world: World, policy: str, severity: str | None = None) -> tuple[int, dict[str, Any]]:
+def route(
+    world: World, policy: str, severity: str | None = None, estimated_tokens: int = 0
+) -> tuple[int, dict[str, Any]]:
+    """Routing with no estimate by default: these tests poll /v1/route, and every answer holds its
+    estimate for the reservation TTL (test_reservations.py tests the holds)."""
     body: dict[str, Any] = {
         "policy": policy,
         "taskType": "diagnose",
         "complexity": 0.9,
-        "estimatedTokens": 500,
+        "estimatedTokens": estimated_tokens,
     }
     if severity:
         body["severity"] = severity
@@ -166,7 +170,9 @@ def test_thresholds_reach_routing_and_policy_status_within_seconds(world: World)
         {"percent": 100, "action": "Halt"},
     ]
     budget_and_policy(world, "phases", "10.00", thresholds)
-    assert route(world, "phases") == (
+    status, body = route(world, "phases", estimated_tokens=500)
+    reservation = body.pop("reservation")
+    assert (status, body) == (
         200,
         {
             "model": "large",
@@ -175,6 +181,7 @@ def test_thresholds_reach_routing_and_policy_status_within_seconds(world: World)
             "samplingRate": 1.0,
         },
     )
+    assert reservation["amount"] == "1.00" and reservation["capped"] is True  # 500 tokens at 2.00 per 1k
 
     recorded = usage(world, "phases", 5000)  # $5.00: 50 %, Notify
     assert Decimal(recorded["cost"]) == Decimal("5") and recorded["duplicate"] is False

@@ -365,7 +365,7 @@ def test_concurrent_usage_is_exact_and_survives_a_restart(
         "budgetpolicy",
         ns,
         "llm",
-        lambda o: spend(o).get("ledger") == str(expected),
+        lambda o: Decimal(spend(o).get("ledger", "0")) == expected,
         timeout=15,
         logs=operator.logs,
         describe=f"ledger {expected}",
@@ -434,4 +434,4 @@ def test_currency_mismatch_is_a_condition(
     )
     message = condition(obj, "Ready")["message"]  # type: ignore[index]
     assert "EUR" in message and "USD" in message
-    assert obj["status"]["phase"] == "Ok" and spend(obj)["actual"] == "0"
+    assert obj["status"]["phase"] == "Ok" and spend(obj)["actual"] == "0.00"

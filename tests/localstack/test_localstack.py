@@ -117,10 +117,9 @@ def test_budgets_on_localstack(
     crds: Kube, operator: OperatorProcess, localstack: LocalStackServer, namespace: str
 ) -> None:
     """The kind example's filter (Bedrock only) asks Cost Explorer nothing; the repository
-    example's filter does and gets 501. Both budgets need the ledger, a DynamoDB table: here that is
-    LedgerUnavailable, named in the condition (on kind, LocalStack's image has DynamoDB Local).
-    "Budgets without Cost Explorer" (ledger-only, or Cost Explorer unavailable as a warning while
-    the ledger enforces) is the budget engine's part of issue #17, not tested here."""
+    example's filter does and gets 501, which is a warning (CostExplorerAvailable=False), not what
+    makes the budget not Ready. Both budgets need the ledger, a DynamoDB table: here that is
+    LedgerUnavailable, named in Ready (on kind, LocalStack's image has DynamoDB Local)."""
     apply_connection(crds, namespace, localstack.url, services=EMULATED)
     wait_for_condition(crds, "awsconnection", namespace, "conn", timeout=120, logs=operator.logs)
     example = yaml.safe_load((EXAMPLES / "budgetpolicy.yaml").read_text())
@@ -140,6 +139,7 @@ def test_budgets_on_localstack(
     ready = condition(obj, "Ready")
     assert ready["reason"] == "LedgerUnavailable", ready
     assert "CostExplorer" not in ready["message"]
+    assert (condition(obj, "CostExplorerAvailable") or {}).get("reason") == "NotNeeded", obj["status"]
     assert not [r for r in localstack.requests()[before:] if "AWS ce." in r]
 
     crds.apply({**example, "metadata": {"name": "with-ce"}, "spec": spec}, namespace)
@@ -148,14 +148,15 @@ def test_budgets_on_localstack(
         "budgetpolicy",
         namespace,
         "with-ce",
-        lambda o: "license plan" in (condition(o, "Ready") or {}).get("message", ""),
+        lambda o: "license plan" in (condition(o, "CostExplorerAvailable") or {}).get("message", ""),
         timeout=180,
-        describe="Ready=False naming the Cost Explorer answer",
+        describe="CostExplorerAvailable=False naming the Cost Explorer answer",
         logs=operator.logs,
     )
-    ready = condition(obj, "Ready")
-    # Both problems in one condition: the ledger's first (its reason), then Cost Explorer's.
+    ready, cost_explorer = condition(obj, "Ready"), condition(obj, "CostExplorerAvailable")
+    # The ledger decides Ready; Cost Explorer's 501 is a warning of its own.
     assert (ready["status"], ready["reason"]) == ("False", "LedgerUnavailable"), ready
-    assert ready["message"].index("dynamodb") < ready["message"].index("license plan"), ready
+    assert "dynamodb" in ready["message"] and "license plan" not in ready["message"], ready
+    assert (cost_explorer["status"], cost_explorer["reason"]) == ("False", "CostExplorerUnavailable")
     assert obj["status"]["lastCostExplorerQuery"]
     assert any("AWS ce.GetCostAndUsage => 501" in r for r in localstack.requests()), localstack.requests()

@@ -143,7 +143,10 @@ def budget(limit: str, thresholds: list[dict[str, Any]]) -> dict[str, Any]:
             "filter": {"services": ["Amazon Bedrock"]},  # the ledger only: no Cost Explorer
             "thresholds": thresholds,
             "evaluationInterval": "1h",
-            "pricing": [{"model": "large", "inputPer1kTokens": "1.00", "outputPer1kTokens": "1.00"}],
+            "pricing": [
+                {"model": "large", "inputPer1kTokens": "1.00", "outputPer1kTokens": "1.00"},
+                {"model": "small", "inputPer1kTokens": "0.10", "outputPer1kTokens": "0.10"},
+            ],
         },
     }
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from incident_commander.api.context import UsageRejected
+from incident_commander.api.context import Hold, UsageRejected
 from incident_commander.api.directory import PolicyView
 from incident_commander.budget.enforcement import EffectiveRouting
 from incident_commander.budget.model import BudgetState
@@ -24,6 +24,12 @@ class NoBudgets:
 
     async def record(self, namespace: str, budget: str, **_: Any) -> Mapping[str, Any]:
         raise UsageRejected(503, "LedgerUnavailable", "no budget engine in this test")
+
+    async def reserve(self, namespace: str, budget: str, **_: Any) -> Hold | None:
+        return None  # no budget engine: nothing to hold
+
+    async def release(self, namespace: str, budget: str, hold: Hold) -> None:
+        return None
 
     def budget_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         return None

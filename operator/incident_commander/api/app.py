@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from incident_commander.api.context import ApiContext
-from incident_commander.api.handlers import credentials, meta, reads, routing, usage
+from incident_commander.api.handlers import converse, credentials, meta, reads, routing, usage
 from incident_commander.api.middleware import build_middlewares
 
-ContextHandler = Callable[[web.Request, ApiContext], Awaitable[web.Response]]
+ContextHandler = Callable[[web.Request, ApiContext], Awaitable[web.StreamResponse]]
 
 ROUTES: tuple[tuple[str, str, ContextHandler], ...] = (
     ("POST", "/v1/token", credentials.token),
@@ -33,6 +33,8 @@ ROUTES: tuple[tuple[str, str, ContextHandler], ...] = (
     ("GET", "/v1/jwks/{namespace}/{policy}", credentials.jwks),
     ("POST", "/v1/route", routing.route),
     ("POST", "/v1/usage", usage.usage),
+    ("POST", "/v1/converse", converse.converse),
+    ("POST", "/v1/converse/stream", converse.converse_stream),
     ("GET", "/v1/policies/{namespace}/{name}", reads.policy),
     ("GET", "/v1/summary", reads.summary),
     ("GET", "/v1/history", reads.history),
@@ -51,8 +53,10 @@ def build_api_app(ctx: ApiContext) -> web.Application:
     return app
 
 
-def _bound(handler: ContextHandler, ctx: ApiContext) -> Callable[[web.Request], Awaitable[web.Response]]:
-    async def bound(request: web.Request) -> web.Response:
+def _bound(
+    handler: ContextHandler, ctx: ApiContext
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    async def bound(request: web.Request) -> web.StreamResponse:
         return await handler(request, ctx)
 
     bound.__qualname__ = handler.__qualname__

@@ -45,6 +45,35 @@ class UsageBody:
     input_tokens: int
     output_tokens: int
     incident_id: str | None
+    reservation_id: str | None = None
+    task_type: str | None = None
+
+
+MAX_MESSAGES = 100
+MAX_BLOCKS = 20
+MAX_TEXT = 60_000
+MAX_OUTPUT_TOKENS = 128_000
+DEFAULT_MAX_TOKENS = 1024
+"""``inferenceConfig.maxTokens`` when the caller gives none: it bounds the reservation."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConverseBody:
+    policy: str
+    task_type: str
+    complexity: float
+    severity: str | None
+    incident_id: str | None
+    messages: list[dict[str, Any]]
+    system: list[dict[str, Any]]
+    inference: dict[str, Any]
+    """``inferenceConfig`` as Bedrock takes it, ``maxTokens`` always set."""
+    estimated_input_tokens: int
+    """The caller's estimate, or one from the text's length (``estimate_input_tokens``)."""
+
+    @property
+    def max_tokens(self) -> int:
+        return int(self.inference["maxTokens"])
 
 
 def parse_route_body(data: Any) -> RouteBody:
@@ -61,14 +90,114 @@ def parse_route_body(data: Any) -> RouteBody:
 
 
 def parse_usage_body(data: Any) -> UsageBody:
-    body = _object(data, required={"policy", "model", "inputTokens", "outputTokens"}, optional={"incidentId"})
+    body = _object(
+        data,
+        required={"policy", "model", "inputTokens", "outputTokens"},
+        optional={"incidentId", "reservationId", "taskType"},
+    )
     return UsageBody(
         policy=_string(body, "policy", max_length=253),
         model=_string(body, "model", max_length=256),
         input_tokens=_integer(body, "inputTokens", low=0, high=MAX_TOKENS),
         output_tokens=_integer(body, "outputTokens", low=0, high=MAX_TOKENS),
         incident_id=_string(body, "incidentId", max_length=256) if "incidentId" in body else None,
+        reservation_id=_string(body, "reservationId", max_length=64) if "reservationId" in body else None,
+        task_type=_string(body, "taskType", max_length=128) if "taskType" in body else None,
     )
+
+
+def parse_converse_body(data: Any) -> ConverseBody:
+    body = _object(
+        data,
+        required={"policy", "taskType", "complexity", "messages"},
+        optional={"severity", "incidentId", "system", "inferenceConfig", "estimatedInputTokens"},
+    )
+    messages = body["messages"]
+    if not isinstance(messages, list) or not 1 <= len(messages) <= MAX_MESSAGES:
+        raise BodyError(f"messages must be a list of 1 to {MAX_MESSAGES} messages")
+    parsed_messages = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        entry = _object_at(message, where, required={"role", "content"}, optional=set())
+        role = entry["role"]
+        if role not in ("user", "assistant"):
+            raise BodyError(f"{where}.role must be user or assistant")
+        parsed_messages.append({"role": role, "content": _text_blocks(entry["content"], f"{where}.content")})
+    if parsed_messages[0]["role"] != "user":
+        raise BodyError("messages[0].role must be user: a conversation starts with the user")
+    system = _text_blocks(body["system"], "system") if "system" in body else []
+    inference = _inference(body.get("inferenceConfig", {}))
+    if "estimatedInputTokens" in body:
+        estimated = _integer(body, "estimatedInputTokens", low=0, high=MAX_TOKENS)
+    else:
+        estimated = estimate_input_tokens(system, parsed_messages)
+    return ConverseBody(
+        policy=_string(body, "policy", max_length=253),
+        task_type=_string(body, "taskType", max_length=128),
+        complexity=_number(body, "complexity", low=0.0, high=1.0),
+        severity=_string(body, "severity", max_length=31) if "severity" in body else None,
+        incident_id=_string(body, "incidentId", max_length=256) if "incidentId" in body else None,
+        messages=parsed_messages,
+        system=system,
+        inference=inference,
+        estimated_input_tokens=estimated,
+    )
+
+
+def estimate_input_tokens(system: list[dict[str, Any]], messages: list[dict[str, Any]]) -> int:
+    """An upper estimate of the input tokens before the call: half a token per UTF-8 byte (Claude's
+    tokenizers average three to four characters a token for English; fewer bytes per token for
+    other scripts still stay under this), plus a few tokens of framing per message."""
+    texts = [block["text"] for block in system]
+    for message in messages:
+        texts.extend(block["text"] for block in message["content"])
+    return sum(math.ceil(len(t.encode()) / 2) for t in texts) + 16 + 8 * len(messages)
+
+
+def _object_at(data: Any, where: str, *, required: set[str], optional: set[str]) -> Mapping[str, Any]:
+    try:
+        return _object(data, required=required, optional=optional)
+    except BodyError as exc:
+        raise BodyError(f"{where}: {exc}") from None
+
+
+def _text_blocks(data: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(data, list) or not 1 <= len(data) <= MAX_BLOCKS:
+        raise BodyError(f"{where} must be a list of 1 to {MAX_BLOCKS} blocks")
+    blocks = []
+    for index, block in enumerate(data):
+        entry = _object_at(block, f"{where}[{index}]", required={"text"}, optional=set())
+        blocks.append({"text": _string(entry, "text", max_length=MAX_TEXT)})
+    return blocks
+
+
+def _inference(data: Any) -> dict[str, Any]:
+    config = _object_at(
+        data,
+        "inferenceConfig",
+        required=set(),
+        optional={"maxTokens", "temperature", "topP", "stopSequences"},
+    )
+    inference: dict[str, Any] = {
+        "maxTokens": _integer(config, "maxTokens", low=1, high=MAX_OUTPUT_TOKENS)
+        if "maxTokens" in config
+        else DEFAULT_MAX_TOKENS
+    }
+    for name in ("temperature", "topP"):
+        if name in config:
+            inference[name] = _number(config, name, low=0.0, high=1.0)
+    if "stopSequences" in config:
+        stops = config["stopSequences"]
+        if (
+            not isinstance(stops, list)
+            or len(stops) > 4
+            or not all(isinstance(x, str) and 0 < len(x) <= 64 for x in stops)
+        ):
+            raise BodyError(
+                "inferenceConfig.stopSequences must be a list of up to 4 strings of 1 to 64 characters"
+            )
+        inference["stopSequences"] = list(stops)
+    return inference
 
 
 def _object(data: Any, *, required: set[str], optional: set[str]) -> Mapping[str, Any]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -42,6 +43,79 @@ class UsageRejected(Exception):
         self.message = message
 
 
+@dataclass(frozen=True, kw_only=True)
+class Hold:
+    """A reservation taken for a routed call (budget/ledger.py holds it in DynamoDB)."""
+
+    id: str
+    amount: Decimal
+    currency: str
+    expires_at: datetime
+    capped: bool
+    """False: tracked only (no Halt to protect, or the most severe severity): it was never refusable."""
+
+
+class BudgetRefused(Exception):
+    """402: the request's estimate does not fit in what is left before the budget halts."""
+
+    def __init__(
+        self,
+        *,
+        budget: str,
+        remaining: Decimal,
+        estimate: Decimal,
+        currency: str,
+        phase: str | None,
+        message: str,
+    ) -> None:
+        super().__init__(message)
+        self.budget = budget
+        self.remaining = remaining
+        self.estimate = estimate
+        self.currency = currency
+        self.phase = phase
+        self.message = message
+
+
+class ModelCallFailed(Exception):
+    """A model call (Bedrock) failed: ``status`` and ``reason`` are the API's answer."""
+
+    def __init__(self, status: int, reason: str, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAnswer:
+    """What a Converse call returned: the reply and the token counts the provider billed."""
+
+    output: Mapping[str, Any]
+    stop_reason: str
+    input_tokens: int
+    output_tokens: int
+    latency_ms: int | None = None
+
+
+class Models(Protocol):
+    """Calls to models on the caller's behalf (api/bedrock.py: Bedrock through an AwsConnection)."""
+
+    async def converse(
+        self, namespace: str, connection: str, model: str, request: Mapping[str, Any]
+    ) -> ModelAnswer:
+        """Raises ModelCallFailed."""
+        ...
+
+    def converse_stream(
+        self, namespace: str, connection: str, model: str, request: Mapping[str, Any]
+    ) -> AsyncIterator[Mapping[str, Any]]:
+        """The stream's events as Bedrock names them (``contentBlockDelta``, ``messageStop``,
+        ``metadata`` with the usage...); raises ModelCallFailed, before or during the stream."""
+        ...
+
+
 class Budgets(Protocol):
     """What the API needs of the budget engine (api/budget_bridge.py adapts it)."""
 
@@ -60,8 +134,33 @@ class Budgets(Protocol):
         incident_id: str | None,
         idempotency_key: str | None,
         reported_at: datetime,
+        reservation_id: str | None = None,
+        client: str | None = None,
+        task_type: str | None = None,
     ) -> Mapping[str, Any]:
-        """Record durably; return the answer's fields (cost, currency, periodStart, duplicate)."""
+        """Record durably, settling the reservation it names; return the answer's fields (cost,
+        currency, periodStart, duplicate, reservation). Raises UsageRejected (409 for an
+        Idempotency-Key reused with another body)."""
+        ...
+
+    async def reserve(
+        self,
+        namespace: str,
+        budget: str,
+        *,
+        model: str,
+        estimated_tokens: int = 0,
+        estimated_output_tokens: int | None = None,
+        client: str | None = None,
+        task_type: str | None = None,
+        uncapped: bool = False,
+    ) -> Hold | None:
+        """Hold the estimated cost; None when no such budget exists. Raises BudgetRefused (402),
+        UsageRejected (422 a model without a price, 503 budget or ledger not available)."""
+        ...
+
+    async def release(self, namespace: str, budget: str, hold: Hold) -> None:
+        """Give the hold back without cost (the call failed); best effort, it expires anyway."""
         ...
 
     def budget_status(self, namespace: str, name: str) -> Mapping[str, Any] | None:
@@ -89,6 +188,8 @@ class ApiContext:
     """Why this replica's view may not be current (readiness.Readiness.reasons); empty when it is.
     While it is not empty, every route but the probes and the OpenAPI document answers 503."""
     replicas: Callable[[], int] = lambda: 1
+    models: Models | None = None
+    """Calls models for ``/v1/converse``; None: that route answers 503."""
     """Ready replicas serving the API (leadership.Membership): each takes its share of a rate limit."""
     security_log: SampledLog = field(
         default_factory=lambda: SampledLog(logger, per_window=SECURITY_LOG_LINES, window=60.0)

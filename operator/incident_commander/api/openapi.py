@@ -39,6 +39,23 @@ _TOO_LARGE = _error("The body exceeds the size limit (64 KiB).")
 _NOT_JSON = _error("The body is not application/json.")
 
 _SECURED: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+_MONEY = {
+    "type": "string",
+    "pattern": "^-?[0-9]+\\.[0-9]{2,}$",
+    "description": "An exact decimal amount, fixed-point (never exponent notation).",
+}
+_UNAVAILABLE = _error(
+    "The budget or its ledger is not available; retry.",
+    headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
+)
+_REFUSED = {
+    "description": (
+        "Refused for money: BudgetHalted (the budget is halted and the severity is not the most "
+        "severe), or InsufficientBudget (the estimate does not fit in what is left before the "
+        "budget halts; budget, remaining, estimate, currency and budgetPhase say why)."
+    ),
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Refusal"}}},
+}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -62,6 +79,43 @@ SCHEMAS: dict[str, Any] = {
             "error": {"type": "string", "description": "A short reason code."},
             "message": {"type": "string"},
             "budgetPhase": {"type": ["string", "null"]},
+        },
+    },
+    "Refusal": {
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "enum": ["BudgetHalted", "InsufficientBudget"]},
+            "message": {"type": "string"},
+            "budgetPhase": {"type": ["string", "null"]},
+            "budget": {"type": "string"},
+            "remaining": _MONEY,
+            "estimate": _MONEY,
+            "currency": {"type": "string"},
+        },
+    },
+    "Reservation": {
+        "type": ["object", "null"],
+        "description": "The hold on the budget for this call; null when the policy has no budget.",
+        "required": ["id", "amount", "currency", "expiresAt", "capped"],
+        "properties": {
+            "id": {
+                "type": "string",
+                "description": "Send it as reservationId to /v1/usage to settle the hold.",
+            },
+            "amount": _MONEY,
+            "currency": {"type": "string"},
+            "expiresAt": {
+                "type": "string",
+                "format": "date-time",
+                "description": "Unsettled, the hold is released at this time (spec.reservationTTL).",
+            },
+            "capped": {
+                "type": "boolean",
+                "description": "Whether it was checked against the cap (false: tracked only).",
+            },
+            "outcome": {"type": "string", "enum": ["settled", "expired"]},
+            "released": {"oneOf": [_MONEY, {"type": "null"}]},
         },
     },
     "Token": {
@@ -99,12 +153,13 @@ SCHEMAS: dict[str, Any] = {
     },
     "RouteDecision": {
         "type": "object",
-        "required": ["model", "reason", "budgetPhase", "samplingRate"],
+        "required": ["model", "reason", "budgetPhase", "samplingRate", "reservation"],
         "properties": {
             "model": {"type": "string"},
             "reason": {"type": "string"},
             "budgetPhase": {"type": ["string", "null"]},
             "samplingRate": {"type": "number"},
+            "reservation": _ref("Reservation"),
         },
     },
     "UsageReport": {
@@ -117,6 +172,13 @@ SCHEMAS: dict[str, Any] = {
             "inputTokens": {"type": "integer", "minimum": 0, "maximum": 100000000},
             "outputTokens": {"type": "integer", "minimum": 0, "maximum": 100000000},
             "incidentId": {"type": "string", "minLength": 1, "maxLength": 256},
+            "reservationId": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 64,
+                "description": "The reservation /v1/route returned: the cost replaces its hold.",
+            },
+            "taskType": {"type": "string", "minLength": 1, "maxLength": 128},
         },
     },
     "UsageRecorded": {
@@ -124,10 +186,126 @@ SCHEMAS: dict[str, Any] = {
         "required": ["budget", "cost", "currency", "periodStart", "duplicate"],
         "properties": {
             "budget": {"type": "string"},
-            "cost": {"type": "string", "description": "Decimal amount, as a string."},
+            "cost": _MONEY,
             "currency": {"type": "string"},
             "periodStart": {"type": "string", "format": "date-time"},
             "duplicate": {"type": "boolean", "description": "True when the Idempotency-Key was seen before."},
+            "reservation": {
+                "type": "object",
+                "required": ["id", "outcome", "released"],
+                "properties": {
+                    "id": {"type": "string"},
+                    "outcome": {
+                        "type": "string",
+                        "enum": ["settled", "expired"],
+                        "description": "settled: the cost replaced the hold; expired: the hold was gone "
+                        "(expired or released) and the cost was added on its own.",
+                    },
+                    "released": {"oneOf": [_MONEY, {"type": "null"}]},
+                },
+            },
+        },
+    },
+    "TextBlock": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["text"],
+        "properties": {"text": {"type": "string", "minLength": 1, "maxLength": 60000}},
+    },
+    "ConverseRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["policy", "taskType", "complexity", "messages"],
+        "properties": {
+            "policy": {**_NAME, "description": "The caller's own IncidentPolicy."},
+            "taskType": {"type": "string", "minLength": 1, "maxLength": 128},
+            "complexity": {"type": "number", "minimum": 0, "maximum": 1},
+            "severity": {"type": "string", "minLength": 1, "maxLength": 31},
+            "incidentId": {"type": "string", "minLength": 1, "maxLength": 256},
+            "estimatedInputTokens": {
+                "type": "integer",
+                "minimum": 0,
+                "maximum": 100000000,
+                "description": "Default: half a token per UTF-8 byte of the text, plus framing.",
+            },
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": 100,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["role", "content"],
+                    "properties": {
+                        "role": {"type": "string", "enum": ["user", "assistant"]},
+                        "content": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 20,
+                            "items": _ref("TextBlock"),
+                        },
+                    },
+                },
+                "description": "Bedrock Converse messages (text blocks); the first one is the user's.",
+            },
+            "system": {"type": "array", "minItems": 1, "maxItems": 20, "items": _ref("TextBlock")},
+            "inferenceConfig": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "maxTokens": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "maximum": 128000,
+                        "description": "Default 1024; the reservation holds this many output tokens.",
+                    },
+                    "temperature": {"type": "number", "minimum": 0, "maximum": 1},
+                    "topP": {"type": "number", "minimum": 0, "maximum": 1},
+                    "stopSequences": {
+                        "type": "array",
+                        "maxItems": 4,
+                        "items": {"type": "string", "minLength": 1, "maxLength": 64},
+                    },
+                },
+            },
+        },
+    },
+    "ConverseAnswer": {
+        "type": "object",
+        "required": [
+            "model",
+            "reason",
+            "budgetPhase",
+            "output",
+            "stopReason",
+            "usage",
+            "recorded",
+            "reservation",
+        ],
+        "properties": {
+            "model": {"type": "string"},
+            "reason": {"type": "string"},
+            "budgetPhase": {"type": ["string", "null"]},
+            "output": {"type": "object", "description": "Bedrock's output: {message: {role, content}}."},
+            "stopReason": {"type": "string"},
+            "usage": {
+                "type": "object",
+                "required": ["inputTokens", "outputTokens", "totalTokens"],
+                "properties": {
+                    "inputTokens": {"type": "integer"},
+                    "outputTokens": {"type": "integer"},
+                    "totalTokens": {"type": "integer"},
+                },
+            },
+            "cost": {"oneOf": [_MONEY, {"type": "null"}]},
+            "currency": {"type": "string"},
+            "recorded": {
+                "type": "boolean",
+                "description": "False when the ledger could not take the usage: report it to /v1/usage "
+                "with the reservation id (recordError says why).",
+            },
+            "recordError": {"type": "string"},
+            "reservation": _ref("Reservation"),
         },
     },
     "EffectiveRouting": {
@@ -144,7 +322,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "Budget": {
         "type": ["object", "null"],
-        "properties": {"name": {"type": "string"}, "phase": {"type": ["string", "null"]}},
+        "properties": {
+            "name": {"type": "string"},
+            "phase": {"type": ["string", "null"]},
+            "utilization": {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2}$"},
+            "total": _MONEY,
+            "limit": _MONEY,
+            "reserved": _MONEY,
+            "byModel": {"type": "object", "additionalProperties": _MONEY},
+            "byClient": {"type": "object", "additionalProperties": _MONEY},
+            "byTaskType": {"type": "object", "additionalProperties": _MONEY},
+        },
     },
     "Policy": {
         "type": "object",
@@ -223,6 +411,32 @@ _NOT_READY = _error(
     headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
 )
 _SLOW_BODY = _error("The body did not arrive within the idle timeout.")
+
+
+_CONVERSE_ERRORS: dict[str, Any] = {
+    "400": _BAD_REQUEST,
+    "401": _UNAUTHORIZED,
+    "402": _REFUSED,
+    "403": _FORBIDDEN,
+    "409": _error("The policy has no budgetRef: a metered call needs a budget."),
+    "413": _TOO_LARGE,
+    "415": _NOT_JSON,
+    "422": _error(
+        "The routed model has no price (UnknownModel), or Bedrock refused the request (ModelRequestRejected)."
+    ),
+    "429": _error(
+        "The client's token bucket is empty, or Bedrock throttled the call (ModelThrottled).",
+        headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
+    ),
+    "502": _error(
+        "Bedrock failed or refused the operator's credentials (ModelCallFailed, ModelAccessDenied)."
+    ),
+    "503": _error(
+        "The budget, its ledger, the AwsConnection or the model is not available; retry.",
+        headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
+    ),
+    "504": _error("Bedrock did not answer in time (ModelTimeout); the reservation was released."),
+}
 
 
 def document() -> dict[str, Any]:
@@ -319,16 +533,19 @@ def _document() -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("RouteRequest")}},
                     },
                     "responses": {
-                        "200": _json(_ref("RouteDecision"), "The model to use and why."),
+                        "200": _json(
+                            _ref("RouteDecision"),
+                            "The model to use and why, and the reservation of its cost.",
+                        ),
                         "400": _BAD_REQUEST,
                         "401": _UNAUTHORIZED,
-                        "402": _error(
-                            "Routing refused: the budget is halted and the severity is not the most severe."
-                        ),
+                        "402": _REFUSED,
                         "403": _FORBIDDEN,
                         "413": _TOO_LARGE,
                         "415": _NOT_JSON,
+                        "422": _error("The routed model has no price in the budget."),
                         "429": _RATE_LIMITED,
+                        "503": _UNAVAILABLE,
                     },
                 }
             },
@@ -356,12 +573,53 @@ def _document() -> dict[str, Any]:
                         "400": _BAD_REQUEST,
                         "401": _UNAUTHORIZED,
                         "403": _FORBIDDEN,
-                        "409": _error("The policy has no budgetRef."),
+                        "409": _error(
+                            "The policy has no budgetRef (NoBudget), or the Idempotency-Key (or the "
+                            "reservation) was already used for a different report (IdempotencyKeyReused)."
+                        ),
                         "413": _TOO_LARGE,
                         "415": _NOT_JSON,
-                        "422": _error("The budget has no pricing for this model, or its currency differs."),
+                        "422": _error("The budget has no price for this model, or its currency differs."),
                         "429": _RATE_LIMITED,
-                        "503": _error("The budget or its ledger is not available; retry."),
+                        "503": _UNAVAILABLE,
+                    },
+                }
+            },
+            "/v1/converse": {
+                "post": {
+                    "summary": "Call Bedrock Converse with the routed model, metered (responder and above)",
+                    "operationId": "converse",
+                    "security": _SECURED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ConverseRequest")}},
+                    },
+                    "responses": {
+                        "200": _json(_ref("ConverseAnswer"), "The model's answer, its usage and cost."),
+                        **_CONVERSE_ERRORS,
+                    },
+                }
+            },
+            "/v1/converse/stream": {
+                "post": {
+                    "summary": "The same call, streamed as server-sent events (responder and above)",
+                    "operationId": "converseStream",
+                    "security": _SECURED,
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("ConverseRequest")}},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": (
+                                "Server-sent events: route (model, reservation), delta ({text}) for each "
+                                "piece of the answer, stop ({stopReason}), then usage (token counts, "
+                                "cost, reservation) or error ({error, message}) when the stream fails "
+                                "after it started."
+                            ),
+                            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        },
+                        **_CONVERSE_ERRORS,
                     },
                 }
             },

@@ -94,8 +94,31 @@ def utilization_percent(total: Decimal, limit: Decimal) -> Decimal:
 
 
 def display(amount: Decimal, places: Decimal = CENT) -> str:
-    """A decimal string for status, rounded down so 99.999 % never reads as 100.00."""
-    return str(amount.quantize(places, rounding=ROUND_DOWN))
+    """A decimal string for status, rounded down so 99.999 % never reads as 100.00; fixed-point,
+    never exponent notation (``str(Decimal)`` writes zero percent as "0E+2")."""
+    return format(amount.quantize(places, rounding=ROUND_DOWN) + 0, "f")
+
+
+def money(amount: Decimal) -> str:
+    """An exact amount as JSON and status show it: fixed-point, at least two decimal places, and
+    every further digit there is ("0.00", "5.00", "0.0035"), never exponent notation."""
+    text = format(amount + 0, "f")  # + 0 turns -0 into 0
+    whole, _, fraction = text.partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
+
+
+def ledger_cap(spec: BudgetSpec, *, actual: Decimal, break_glass: bool) -> Decimal | None:
+    """The ledger total (settled + held) at which the budget halts, or None when nothing halts it.
+
+    Only an enforced Halt refuses routing, so only then are reservations refused: ``enforcement:
+    Enforce``, a Halt threshold, and no break-glass. The cap is that threshold's share of the limit
+    minus the Cost Explorer figure (the ledger holds LLM spend only)."""
+    if spec.enforcement != "Enforce" or break_glass:
+        return None
+    halts = [t.percent for t in spec.thresholds if t.action == "Halt"]
+    if not halts:
+        return None
+    return spec.limit * min(halts) / 100 - actual
 
 
 def project(amount: Decimal, *, start: datetime, end: datetime, now: datetime) -> Decimal:

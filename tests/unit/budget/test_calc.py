@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -118,6 +119,44 @@ def test_projection_is_linear_and_starts_after_an_hour() -> None:
 def test_display_rounds_down() -> None:
     assert calc.display(Decimal("99.999")) == "99.99"
     assert calc.display(Decimal("100")) == "100.00"
+    assert calc.display(Decimal("0E+2")) == "0.00", "never exponent notation"
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [
+        ("0E+2", "0.00"),
+        ("0", "0.00"),
+        ("-0.000", "0.00"),
+        ("5", "5.00"),
+        ("1.2300", "1.23"),
+        ("0.000096", "0.000096"),
+        ("1E+3", "1000.00"),
+        ("2.5E-7", "0.00000025"),
+        ("-1.5", "-1.50"),
+    ],
+)
+def test_money_is_fixed_point_and_exact(amount: str, shown: str) -> None:
+    assert calc.money(Decimal(amount)) == shown
+    assert Decimal(shown) == Decimal(amount)
+
+
+def test_the_cap_is_where_the_budget_halts() -> None:
+    spec = parse_budget_spec(
+        {
+            "connectionRef": {"name": "c"},
+            "limit": {"amount": "200"},
+            "thresholds": [{"percent": 50, "action": "Notify"}, {"percent": 90, "action": "Halt"}],
+        }
+    )
+    assert calc.ledger_cap(spec, actual=Decimal("30"), break_glass=False) == Decimal("150")
+    assert calc.ledger_cap(spec, actual=Decimal("30"), break_glass=True) is None
+    monitor = replace(spec, enforcement="Monitor")
+    assert calc.ledger_cap(monitor, actual=Decimal(0), break_glass=False) is None
+    no_halt = replace(spec, thresholds=(Threshold(percent=100, action="Throttle"),))
+    assert calc.ledger_cap(no_halt, actual=Decimal(0), break_glass=False) is None
+    spent = calc.ledger_cap(spec, actual=Decimal("500"), break_glass=False)
+    assert spent is not None and spent < 0, "Cost Explorer alone is past it: nothing fits"
 
 
 def test_bedrock_is_left_to_the_ledger() -> None:
@@ -175,6 +214,17 @@ def test_spec_parsing() -> None:
     assert spec.limit == Decimal("2500.0001") and spec.period == "Daily"
     assert [t.percent for t in spec.thresholds] == [10, 90]
     assert spec.evaluation_interval == timedelta(seconds=10) and spec.enforcement == "Monitor"
-    assert spec.pricing["m"].input_per_1k == Decimal("0.00000001")
+    assert spec.pricing["m"].input_per_1k == Decimal("0.00000001") and spec.pricing["m"].currency == "USD"
+    assert spec.default_pricing and spec.reservation_ttl == timedelta(minutes=10), "the CRD's defaults"
+    tuned = parse_budget_spec(
+        {
+            "connectionRef": {"name": "c"},
+            "limit": {"amount": "1"},
+            "thresholds": [{"percent": 100, "action": "Halt"}],
+            "defaultPricing": False,
+            "reservationTTL": "90s",
+        }
+    )
+    assert not tuned.default_pricing and tuned.reservation_ttl == timedelta(seconds=90)
     with pytest.raises(InvalidBudgetSpec):
         parse_budget_spec({"connectionRef": {"name": "c"}, "limit": {"amount": "x"}, "thresholds": []})

@@ -103,6 +103,8 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
     api.route_decisions.labels(outcome="routed", budget_phase="Ok").inc()
     m.cost_explorer_requests.labels(operation="GetCostAndUsage").inc()
     m.usage_reports.labels(outcome="recorded").inc()
+    m.reservations.labels(outcome="reserved").inc()
+    m.model_calls.labels(operation="Converse", outcome="ok").inc()
     for family in operator.metrics.registry.collect():
         labels = {key for sample in family.samples for key in sample.labels} - {"le"}
         [name] = [n for n in docs if n in (family.name, family.name + "_total", family.name + "_info")]
@@ -147,6 +149,7 @@ def populate(operator: Operator, count: int, prefix: str = "obj") -> None:
             spend={"cost_explorer": 10, "ledger": 2.5},
             active_action=None,
         )
+        m.set_budget_breakdown(ns, name, reserved=1.5, breakdown=BREAKDOWN)
         m.set_api_keys(ns, name, {client: 1.9e9 + i for client in CLIENTS})
         for kind, types in CONDITIONS.items():
             m.set_conditions(kind, ns, name, dict.fromkeys(types, "False" if i % 2 else "True"))
@@ -166,7 +169,12 @@ def forget(operator: Operator, count: int, prefix: str = "obj") -> None:
 
 
 PER_SERVICE = 16  # histogram: 12 buckets + +Inf + _count + _sum; up: 1
-PER_BUDGET = 13  # spend 2, limit 1, forecast 1, utilisation 1, phase 4, action 4
+BREAKDOWN = {
+    "model": {"anthropic.claude-sonnet-5-5": 2.0, "anthropic.claude-haiku-4-5-20251001-v1:0": 0.5},
+    "client": {"p/agent": 2.0, "p/oncall": 0.5},
+    "task_type": {"triage": 1.0, "diagnose": 1.0, "other": 0.5},
+}
+PER_BUDGET = 14 + 7  # spend 2, limit 1, forecast 1, utilisation 1, phase 4, action 4, reserved 1; breakdown 7
 PER_CLIENT = 1
 PER_CONDITION = 3  # True, False, Unknown
 
@@ -180,10 +188,10 @@ def test_series_grow_linearly_with_objects_and_shrink_back_on_deletion(operator:
     fixed = one - baseline - per_object
     populate(operator, OBJECTS)
     # The bound: the fixed series (build info, reconciliations by kind and outcome, ...) plus, for each
-    # object, 16 per AWS service, 13 per budget, 1 per API client and 3 per condition type of each
-    # kind -- nothing else grows.
+    # object, 16 per AWS service, 21 per budget (14 and its breakdown), 1 per API client and 3 per
+    # condition type of each kind -- nothing else grows.
     assert operator.series() == baseline + fixed + OBJECTS * per_object
-    assert OBJECTS * per_object == 139_000
+    assert OBJECTS * per_object == 147_000
     forget(operator, OBJECTS)
     assert operator.series() == baseline + fixed
 
@@ -212,6 +220,11 @@ def test_removed_clients_and_phases_do_not_linger(operator: Operator) -> None:
         for phase in BUDGET_PHASES
     }
     assert values == {"Ok": 0, "Warning": 0, "Critical": 0, "Exceeded": 1}
+    m.set_budget_breakdown("ns", "b", reserved=1, breakdown={"model": {"a": 1.0, "b": 2.0}})
+    m.set_budget_breakdown("ns", "b", reserved=0, breakdown={"model": {"b": 3.0}})
+    by_model = "incident_commander_budget_ledger_spend_by_model"
+    assert m.registry.get_sample_value(by_model, {"namespace": "ns", "budget": "b", "model": "a"}) is None
+    assert m.registry.get_sample_value(by_model, {"namespace": "ns", "budget": "b", "model": "b"}) == 3.0
     m.forget_budget("ns", "b")
     m.forget_policy("ns", "p")
     text = generate_latest(m.registry).decode()

@@ -1,4 +1,5 @@
-"""``POST /v1/route``: which model to use for a task, under the policy's budget."""
+"""``POST /v1/route``: which model to use for a task, under the policy's budget, with a reservation
+of its estimated cost (api/reservations.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from aiohttp import web
 from incident_commander.api import bodies
 from incident_commander.api.auth import authenticate, charge, require_role, require_scope
 from incident_commander.api.context import ApiContext
+from incident_commander.api.reservations import Refused, hold_json, reserve_for
 from incident_commander.api.routing import HALT_STATUS, RouteRefused, RouteRequest, decide_route
 
 
@@ -45,13 +47,37 @@ async def route(request: web.Request, ctx: ApiContext) -> web.Response:
             {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
             status=HALT_STATUS,
         )
+    try:
+        hold = await reserve_for(
+            ctx,
+            principal,
+            view,
+            model=decision.model,
+            task_type=body.task_type,
+            severity=body.severity,
+            estimated_tokens=body.estimated_tokens,
+        )
+    except Refused as refused:
+        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
+        ctx.history.record(key, "refusal", {**entry, "reason": "InsufficientBudget"})
+        return refused.response
     ctx.metrics.route_decisions.labels(outcome="routed", budget_phase=phase).inc()
-    ctx.history.record(key, "decision", {**entry, "model": decision.model, "reason": decision.reason})
+    ctx.history.record(
+        key,
+        "decision",
+        {
+            **entry,
+            "model": decision.model,
+            "reason": decision.reason,
+            "reservation": hold.id if hold else None,
+        },
+    )
     return web.json_response(
         {
             "model": decision.model,
             "reason": decision.reason,
             "budgetPhase": decision.budget_phase,
             "samplingRate": decision.sampling_rate,
+            "reservation": hold_json(hold),
         }
     )

@@ -1,4 +1,5 @@
-"""``POST /v1/usage``: an LLM call's token usage into the budget's ledger, once per Idempotency-Key."""
+"""``POST /v1/usage``: an LLM call's token usage into the budget's ledger, once per Idempotency-Key
+(and per reservation: a report naming the ``reservationId`` that ``/v1/route`` returned settles it)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,9 @@ async def usage(request: web.Request, ctx: ApiContext) -> web.Response:
             incident_id=body.incident_id,
             idempotency_key=idempotency_key,
             reported_at=ctx.clock(),
+            reservation_id=body.reservation_id,
+            client=f"{principal.policy}/{principal.client}",
+            task_type=body.task_type,
         )
     except UsageRejected as rejected:
         headers = {"Retry-After": "5"} if rejected.status == 503 else None

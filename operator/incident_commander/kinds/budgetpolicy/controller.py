@@ -9,15 +9,19 @@ when Cost Explorer is due.
 
 Usage reports (``record_usage``) are priced and made durable in DynamoDB (budget/usage.py) before
 the API answers; the budget is then re-evaluated from the counter without Cost Explorer.
+Reservations (``reserve``, ``release``) are holds on the same counter, taken at routing time with
+one conditional write (budget/ledger.py); the leader's ledger read releases the expired ones.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -25,14 +29,18 @@ from opentelemetry.trace import Tracer
 
 from incident_commander import API_GROUP
 from incident_commander.aws.connection import ConnectionNotReady, ConnectionSource, ReadyConnection
-from incident_commander.budget import calc, costexplorer, ledger, spend, usage
+from incident_commander.budget import breakdown, calc, costexplorer, ledger, pricing, spend, usage
 from incident_commander.budget.model import (
     ACTION_SEVERITY,
     BudgetNotReady,
     BudgetSpec,
     BudgetState,
+    IdempotencyConflict,
+    InsufficientBudget,
     InvalidBudgetSpec,
     Period,
+    Reservation,
+    ReservationRequest,
     UnknownModel,
     UsageRecorded,
     UsageReport,
@@ -68,8 +76,8 @@ class BudgetBackend(Protocol):
 
     def read_ledger(
         self, connection: ReadyConnection, *, namespace: str, budget: str, period_start: datetime
-    ) -> Decimal:
-        """The period's ledger total; raises ledger.LedgerError."""
+    ) -> ledger.Counter:
+        """The period's counter; raises ledger.LedgerError."""
         ...
 
     def write_usage(
@@ -80,8 +88,62 @@ class BudgetBackend(Protocol):
         budget: str,
         priced: usage.PricedReport,
         key: str | None,
+        reservation_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> ledger.Recorded:
-        """Durable before it returns; raises BudgetNotReady."""
+        """Durable before it returns; raises BudgetNotReady, IdempotencyConflict."""
+        ...
+
+    def reserve(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        hold: ledger.Hold,
+        cap: Decimal | None,
+        now: datetime,
+    ) -> None:
+        """One conditional write; raises ledger.NoRoom, ledger.LedgerError."""
+        ...
+
+    def release(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        reservation_id: str,
+        amount: Decimal,
+    ) -> bool:
+        """False when the hold was already gone; raises ledger.LedgerError."""
+        ...
+
+    def expire(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        holds: Sequence[ledger.Hold],
+        now: datetime,
+    ) -> list[ledger.Hold]:
+        """The holds released by this call; raises ledger.LedgerError."""
+        ...
+
+    def reconcile(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        counter: ledger.Counter,
+    ) -> bool:
+        """Repair ``committed``; raises ledger.LedgerError."""
         ...
 
     def period_to_date(
@@ -115,8 +177,8 @@ class DynamoDbAndCostExplorer:
 
     def read_ledger(
         self, connection: ReadyConnection, *, namespace: str, budget: str, period_start: datetime
-    ) -> Decimal:
-        return ledger.read(
+    ) -> ledger.Counter:
+        return ledger.read_counter(
             connection.client("dynamodb"),
             namespace=namespace,
             budget=budget,
@@ -132,6 +194,8 @@ class DynamoDbAndCostExplorer:
         budget: str,
         priced: usage.PricedReport,
         key: str | None,
+        reservation_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> ledger.Recorded:
         return usage.write(
             connection.client("dynamodb"),
@@ -139,6 +203,90 @@ class DynamoDbAndCostExplorer:
             budget=budget,
             priced=priced,
             key=key,
+            table=self.table,
+            reservation_id=reservation_id,
+            fingerprint=fingerprint,
+        )
+
+    def reserve(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        hold: ledger.Hold,
+        cap: Decimal | None,
+        now: datetime,
+    ) -> None:
+        client = connection.client("dynamodb")
+        ledger.ensure_table(client, self.table)
+        ledger.reserve(
+            client,
+            namespace=namespace,
+            budget=budget,
+            period_start=period_start,
+            hold=hold,
+            cap=cap,
+            now=now,
+            table=self.table,
+        )
+
+    def release(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        reservation_id: str,
+        amount: Decimal,
+    ) -> bool:
+        return ledger.release(
+            connection.client("dynamodb"),
+            namespace=namespace,
+            budget=budget,
+            period_start=period_start,
+            reservation_id=reservation_id,
+            amount=amount,
+            table=self.table,
+        )
+
+    def expire(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        holds: Sequence[ledger.Hold],
+        now: datetime,
+    ) -> list[ledger.Hold]:
+        return ledger.expire(
+            connection.client("dynamodb"),
+            namespace=namespace,
+            budget=budget,
+            period_start=period_start,
+            holds=holds,
+            now=now,
+            table=self.table,
+        )
+
+    def reconcile(
+        self,
+        connection: ReadyConnection,
+        *,
+        namespace: str,
+        budget: str,
+        period_start: datetime,
+        counter: ledger.Counter,
+    ) -> bool:
+        return ledger.reconcile(
+            connection.client("dynamodb"),
+            namespace=namespace,
+            budget=budget,
+            period_start=period_start,
+            counter=counter,
             table=self.table,
         )
 
@@ -179,6 +327,9 @@ class Budget(Entry):
     notified: tuple[Any, ...] | None = None
     """(phase, active action, enforced action) the IncidentPolicies were last told about."""
     forecast: spend.Forecast | None = None
+    stored: tuple[datetime, Decimal, breakdown.Breakdown] | None = None
+    """(period start, reserved, breakdown) as the status shows them: a standby's view until it
+    reads the counter itself."""
 
 
 class BudgetController(Controller[Budget]):
@@ -219,36 +370,49 @@ class BudgetController(Controller[Budget]):
         return budget.state if budget else None
 
     async def record_usage(self, namespace: str, name: str, report: UsageReport) -> UsageRecorded:
-        """Durable in DynamoDB before it returns; a repeated idempotency key counts once."""
+        """Durable in DynamoDB before it returns; a repeated idempotency key (or reservation) counts
+        once, and one reused for a different report raises IdempotencyConflict. A report naming a
+        reservation settles it: its cost replaces the hold."""
         budget = self.entry(namespace, name)
         if budget is None:
             raise BudgetNotReady("BudgetNotFound", f"no BudgetPolicy {namespace}/{name}")
         spec = budget.spec
         if spec is None:
             raise BudgetNotReady("InvalidSpec", budget.spec_error or "spec could not be read")
+        now = self.clock()
+        fingerprint = report.fingerprint or usage.fingerprint(report)
+        counter = budget.ledger.counter_for(calc.period_bounds(spec.period, now)[0])
+        report = dataclasses.replace(
+            report,
+            fingerprint=fingerprint,
+            task_type=usage.bounded_task_type(report.task_type, counter.by_task_type if counter else {}),
+        )
         try:
-            priced = usage.price(spec, report, budget=f"{namespace}/{name}", now=self.clock())
+            priced = usage.price(spec, report, budget=f"{namespace}/{name}", now=now)
         except UnknownModel:
             self.metrics.usage_reports.labels(outcome="rejected").inc()
             raise
+        connection = self._connection(namespace, spec)
         try:
-            connection = self._connections.get(namespace, spec.connection)
-        except ConnectionNotReady as not_ready:
-            raise BudgetNotReady(
-                "ConnectionNotReady", f"AwsConnection {spec.connection}: {not_ready.reason}"
-            ) from None
-        recorded = await asyncio.get_running_loop().run_in_executor(
-            self.executor,
-            functools.partial(
-                self._backend.write_usage,
-                connection,
-                namespace=namespace,
-                budget=name,
-                priced=priced,
-                key=report.idempotency_key,
-            ),
-        )
+            recorded = await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                functools.partial(
+                    self._backend.write_usage,
+                    connection,
+                    namespace=namespace,
+                    budget=name,
+                    priced=priced,
+                    key=report.idempotency_key,
+                    reservation_id=report.reservation_id,
+                    fingerprint=fingerprint,
+                ),
+            )
+        except IdempotencyConflict:
+            self.metrics.usage_reports.labels(outcome="conflict").inc()
+            raise
         self.metrics.usage_reports.labels(outcome="duplicate" if recorded.duplicate else "recorded").inc()
+        if not recorded.duplicate and recorded.reservation == "settled":
+            self.metrics.reservations.labels(outcome="settled").inc()
         if not recorded.duplicate:
             await self._refresh_after_usage(budget, connection, recorded.period_start)
         return UsageRecorded(
@@ -256,7 +420,124 @@ class BudgetController(Controller[Budget]):
             currency=spec.currency,
             period_start=recorded.period_start,
             duplicate=recorded.duplicate,
+            reservation=recorded.reservation,
+            released=recorded.released,
         )
+
+    async def reserve(self, namespace: str, name: str, request: ReservationRequest) -> Reservation | None:
+        """Hold the request's estimated cost against the budget, in one conditional DynamoDB write.
+
+        None when no such budget exists (no budget applies, as for routing). Raises
+        InsufficientBudget when the hold does not fit under the cap (calc.ledger_cap), UnknownModel
+        for a model without a price, BudgetNotReady when the budget or its ledger is not usable."""
+        budget = self.entry(namespace, name)
+        if budget is None:
+            return None
+        spec = budget.spec
+        if spec is None:
+            raise BudgetNotReady("InvalidSpec", budget.spec_error or "spec could not be read")
+        state = budget.state
+        if state is None:
+            raise BudgetNotReady("NotEvaluated", f"BudgetPolicy {namespace}/{name} is not evaluated yet")
+        now = self.clock()
+        price = pricing.price_for(spec, request.model, budget=f"{namespace}/{name}")
+        amount = (
+            pricing.estimate(price, request.estimated_tokens)
+            if request.estimated_output_tokens is None
+            else pricing.converse_estimate(
+                price,
+                input_tokens=request.estimated_tokens,
+                max_output_tokens=request.estimated_output_tokens,
+            )
+        )
+        period = calc.period_bounds(spec.period, now)
+        break_glass, _ = calc.parse_break_glass(budget.annotations.get(BREAK_GLASS_ANNOTATION), now)
+        actual = budget.cost_explorer.actual if budget.cost_explorer.period == period[0] else Decimal(0)
+        cap = (
+            None
+            if request.uncapped
+            else calc.ledger_cap(spec, actual=actual, break_glass=break_glass is not None)
+        )
+        connection = self._connection(namespace, spec)
+        counter = budget.ledger.counter_for(period[0])
+        hold = ledger.Hold(
+            id=ledger.new_reservation_id(period[0]),
+            amount=amount,
+            expires_at=math.ceil((now + spec.reservation_ttl).timestamp()),
+            model=request.model,
+            client=request.client or "unknown",
+            task_type=usage.bounded_task_type(request.task_type, counter.by_task_type if counter else {})
+            or "unspecified",
+        )
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                functools.partial(
+                    self._backend.reserve,
+                    connection,
+                    namespace=namespace,
+                    budget=name,
+                    period_start=period[0],
+                    hold=hold,
+                    cap=cap,
+                    now=now,
+                ),
+            )
+        except ledger.NoRoom as refused:
+            self.metrics.reservations.labels(outcome="refused").inc()
+            seen = refused.counter
+            committed = seen.committed if seen.committed is not None else seen.cost + seen.held
+            raise InsufficientBudget(
+                budget=name,
+                remaining=max(Decimal(0), (cap or Decimal(0)) - committed),
+                estimate=amount,
+                currency=spec.currency,
+                phase=state.phase,
+            ) from None
+        except ledger.LedgerError as error:
+            raise BudgetNotReady("LedgerUnavailable", f"{error.reason}: {error.message}") from None
+        self.metrics.reservations.labels(outcome="reserved").inc()
+        return Reservation(
+            id=hold.id,
+            amount=amount,
+            currency=spec.currency,
+            period_start=period[0],
+            expires_at=datetime.fromtimestamp(hold.expires_at, UTC),
+            capped=cap is not None,
+        )
+
+    async def release(self, namespace: str, name: str, reservation: Reservation) -> bool:
+        """Give a hold back without cost (the call it was for failed); False when it was gone."""
+        budget = self.entry(namespace, name)
+        if budget is None or budget.spec is None:
+            return False
+        connection = self._connection(namespace, budget.spec)
+        try:
+            released = await asyncio.get_running_loop().run_in_executor(
+                self.executor,
+                functools.partial(
+                    self._backend.release,
+                    connection,
+                    namespace=namespace,
+                    budget=name,
+                    period_start=reservation.period_start,
+                    reservation_id=reservation.id,
+                    amount=reservation.amount,
+                ),
+            )
+        except ledger.LedgerError as error:
+            raise BudgetNotReady("LedgerUnavailable", f"{error.reason}: {error.message}") from None
+        if released:
+            self.metrics.reservations.labels(outcome="released").inc()
+        return released
+
+    def _connection(self, namespace: str, spec: BudgetSpec) -> ReadyConnection:
+        try:
+            return self._connections.get(namespace, spec.connection)
+        except ConnectionNotReady as not_ready:
+            raise BudgetNotReady(
+                "ConnectionNotReady", f"AwsConnection {spec.connection}: {not_ready.reason}"
+            ) from None
 
     def connection_changed(self, namespace: str, connection: str) -> None:
         """An AwsConnection became Ready or stopped being Ready: evaluate its budgets now."""
@@ -293,8 +574,10 @@ class BudgetController(Controller[Budget]):
         entry.cost_explorer = spend.restore(entry.status, spec, generation=entry.generation, now=now)
         entry.forecast = spend.stored_forecast(entry.status, now) or entry.forecast
         stored = spend.stored_ledger(entry.status, period[0])
+        figures = entry.status.get("spend") or {}
         if stored is not None:
             entry.ledger = usage.merged(entry.ledger, period[0], stored)
+            entry.stored = (period[0], _decimal(figures.get("reserved")), breakdown.from_status(figures))
         elif entry.ledger.period != period[0]:
             return  # nothing evaluated for this period yet: no state rather than a guessed one
         previous = _published(entry.state)
@@ -334,7 +617,7 @@ class BudgetController(Controller[Budget]):
             connection, connection_problem = None, not_ready.describe()
         queried = False
         if connection is not None:
-            await self._read_ledger(budget, connection, period[0])
+            await self._read_ledger(budget, connection, period[0], sweep=True)
             queried = await self._cost_explorer(budget, spec, connection, period, now)
         budget.cost_explorer = spend.rolled_over(budget.cost_explorer, period[0])
         state = self._evaluate(budget, spec, period, now, break_glass)
@@ -346,8 +629,6 @@ class BudgetController(Controller[Budget]):
             problems.append(("LedgerUnavailable", ": ".join(budget.ledger.error)))
         if budget.cost_explorer.currency_problem:
             problems.append(("CurrencyMismatch", budget.cost_explorer.currency_problem))
-        if budget.cost_explorer.error:
-            problems.append(("CostExplorerUnavailable", ": ".join(budget.cost_explorer.error)))
         summary = (
             f"{calc.display(state.total)} of {spec.limit} {spec.currency} "
             f"({calc.display(state.utilization)}%), phase {state.phase}"
@@ -356,6 +637,9 @@ class BudgetController(Controller[Budget]):
             summary += f"; break-glass until {kubernetes_time(break_glass)}"
         if break_glass_problem:
             summary += f"; {break_glass_problem}"
+        cost_explorer = _cost_explorer_condition(budget.cost_explorer, spec)
+        if cost_explorer.status == "False":
+            summary += "; Cost Explorer unavailable, its last figure kept (see CostExplorerAvailable)"
         ready = (
             Condition(type="Ready", status="True", reason="Evaluated", message=summary)
             if not problems
@@ -372,7 +656,7 @@ class BudgetController(Controller[Budget]):
             else Condition(type="BudgetExceeded", status="False", reason="WithinLimit", message=summary)
         )
         fields = self._fields(budget, spec, state, now)
-        await self._write(budget, [ready, exceeded], fields, evaluated=queried, now=now)
+        await self._write(budget, [ready, exceeded, cost_explorer], fields, evaluated=queried, now=now)
         await self._publish(budget, state)
 
         delays = [self._ledger_refresh, (period[1] - now).total_seconds() + 0.01]
@@ -383,6 +667,9 @@ class BudgetController(Controller[Budget]):
             delays.append((due - now).total_seconds())
         if break_glass is not None:
             delays.append((break_glass - now).total_seconds() + 0.01)
+        counter = budget.ledger.counter_for(period[0])
+        if counter is not None and counter.holds:  # sorted by expiry: release the first one on time
+            delays.append(counter.holds[0].expires_at - now.timestamp() + 0.5)
         return max(0.05, min(delays))
 
     # -- internals ---------------------------------------------------------------------------------
@@ -392,24 +679,43 @@ class BudgetController(Controller[Budget]):
         except InvalidBudgetSpec as exc:
             budget.spec, budget.spec_error = None, str(exc)
 
-    async def _read_ledger(self, budget: Budget, connection: ReadyConnection, period_start: datetime) -> None:
+    async def _read_ledger(
+        self, budget: Budget, connection: ReadyConnection, period_start: datetime, *, sweep: bool = False
+    ) -> None:
+        """A strongly consistent read of the counter. With ``sweep`` (the leader's pass) it also
+        releases expired holds and repairs ``committed`` (ledger.reconcile), then reads again."""
+        loop = asyncio.get_running_loop()
+        where: dict[str, Any] = {
+            "namespace": budget.ref.namespace,
+            "budget": budget.ref.name,
+            "period_start": period_start,
+        }
         try:
-            total = await asyncio.get_running_loop().run_in_executor(
-                self.executor,
-                functools.partial(
-                    self._backend.read_ledger,
-                    connection,
-                    namespace=budget.ref.namespace,
-                    budget=budget.ref.name,
-                    period_start=period_start,
-                ),
+            counter = await loop.run_in_executor(
+                self.executor, functools.partial(self._backend.read_ledger, connection, **where)
             )
+            if sweep:
+                now = self.clock()
+                expired = counter.expired(now)
+                if expired:
+                    released = await loop.run_in_executor(
+                        self.executor,
+                        functools.partial(self._backend.expire, connection, holds=expired, now=now, **where),
+                    )
+                    self.metrics.reservations.labels(outcome="expired").inc(len(released))
+                if counter.drifted:
+                    await loop.run_in_executor(
+                        self.executor,
+                        functools.partial(self._backend.reconcile, connection, counter=counter, **where),
+                    )
+                if expired or counter.drifted:
+                    counter = await loop.run_in_executor(
+                        self.executor, functools.partial(self._backend.read_ledger, connection, **where)
+                    )
         except ledger.LedgerError as error:
-            budget.ledger = LedgerReading(
-                total=budget.ledger.total, period=budget.ledger.period, error=(error.reason, error.message)
-            )
+            budget.ledger = dataclasses.replace(budget.ledger, error=(error.reason, error.message))
             return
-        budget.ledger = usage.merged(budget.ledger, period_start, total)
+        budget.ledger = usage.merged(budget.ledger, period_start, counter.cost, counter)
 
     async def _cost_explorer(
         self,
@@ -489,6 +795,15 @@ class BudgetController(Controller[Budget]):
             now=now,
             break_glass_until=break_glass,
         )
+        counter = budget.ledger.counter_for(period[0])
+        if counter is not None:
+            budget.state = dataclasses.replace(
+                budget.state, reserved=counter.held, breakdown=breakdown.of_counter(counter)
+            )
+        elif budget.stored is not None and budget.stored[0] == period[0]:
+            budget.state = dataclasses.replace(
+                budget.state, reserved=budget.stored[1], breakdown=budget.stored[2]
+            )
         return budget.state
 
     def _fields(self, budget: Budget, spec: BudgetSpec, state: BudgetState, now: datetime) -> dict[str, Any]:
@@ -507,6 +822,12 @@ class BudgetController(Controller[Budget]):
             spend={"cost_explorer": float(actual), "ledger": float(state.total - actual)},
             active_action=state.active_action,
         )
+        self.metrics.set_budget_breakdown(
+            budget.ref.namespace,
+            budget.ref.name,
+            reserved=float(state.reserved),
+            breakdown=breakdown.as_floats(state.breakdown),
+        )
         last_query = budget.cost_explorer.last_query
         return {
             "period": {
@@ -514,11 +835,13 @@ class BudgetController(Controller[Budget]):
                 "end": kubernetes_time(state.period_end),
             },
             "spend": {
-                "actual": str(actual),
-                "ledger": str(state.total - actual),
-                "total": str(state.total),
+                "actual": calc.money(actual),
+                "ledger": calc.money(state.total - actual),
+                "total": calc.money(state.total),
                 "forecast": calc.display(forecast),
                 "currency": spec.currency,
+                "reserved": calc.money(state.reserved),
+                **breakdown.status_fields(state.breakdown),
             },
             "utilization": calc.display(state.utilization),
             "phase": state.phase,
@@ -588,6 +911,38 @@ class BudgetController(Controller[Budget]):
             extra={"lastEvaluated": kubernetes_time(now)} if fields else None,
             force=evaluated,
         )
+
+
+def _cost_explorer_condition(state: CostExplorerState, spec: BudgetSpec) -> Condition:
+    """A warning, not a failure: without Cost Explorer the ledger still counts and enforces (its last
+    figure stays in force), so Ready stays True (docs/budgetpolicy.md)."""
+    if calc.cost_query(spec.filter).skip:
+        return Condition(
+            type="CostExplorerAvailable",
+            status="True",
+            reason="NotNeeded",
+            message="the filter selects LLM spend only: the ledger alone counts",
+        )
+    if state.error:
+        return Condition(
+            type="CostExplorerAvailable",
+            status="False",
+            reason="CostExplorerUnavailable",
+            message=(
+                f"{': '.join(state.error)}; the last figure ({calc.money(state.actual)} {spec.currency}) "
+                "stays in force and the ledger keeps enforcing"
+            )[:2000],
+        )
+    return Condition(
+        type="CostExplorerAvailable", status="True", reason="Available", message="Cost Explorer answered"
+    )
+
+
+def _decimal(value: Any) -> Decimal:
+    try:
+        return Decimal(str(value)) if value is not None else Decimal(0)
+    except ArithmeticError:
+        return Decimal(0)
 
 
 def _published(state: BudgetState | None) -> tuple[Any, ...] | None:
