@@ -237,10 +237,31 @@ def ensure_state_machine(
             state="Created",
             message="created",
         )
+    definition_differs = json.loads(described["definition"]) != json.loads(definition)
+    role_differs = described.get("roleArn") != names.state_machine_role_arn
+    if (definition_differs or role_differs) and _owned_state_machine(sfn, arn, owner):
+        # Ours (tagged at creation): an operator upgrade ships a new workflow, or the spec names a
+        # new role. Update in place: the ARN stays, running executions finish on the revision they
+        # started with, and there is nothing to report as drift.
+        sfn.update_state_machine(
+            stateMachineArn=arn, definition=definition, roleArn=names.state_machine_role_arn
+        )
+        return ResourceStatus(
+            kind="StateMachine",
+            name=names.state_machine,
+            arn=arn,
+            state="Created",
+            message="created; updated in place to the shipped consensus workflow",
+        )
     drift = []
-    if json.loads(described["definition"]) != json.loads(definition):
+    if definition_differs:
         drift.append("definition differs from the shipped consensus workflow")
     return _adopted("StateMachine", names.state_machine, arn, drift)
+
+
+def _owned_state_machine(sfn: Any, arn: str, owner: str) -> bool:
+    tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn).get("tags", [])}
+    return tags.get(OWNER_TAG) == owner
 
 
 def _adopted(kind: str, name: str, arn: str | None, drift: list[str]) -> ResourceStatus:

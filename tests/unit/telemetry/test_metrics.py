@@ -89,6 +89,10 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
     api.route_decisions.labels(outcome="routed", budget_phase="Ok").inc()
     m.cost_explorer_requests.labels(operation="GetCostAndUsage").inc()
     m.usage_reports.labels(outcome="recorded").inc()
+    m.observe_incident("ns", "p", "critical", to_acknowledge=30, to_resolve=600)
+    m.set_open_incidents("ns", "p", {"critical": 1})
+    m.incident_detections.labels(outcome="opened").inc()
+    m.incident_transitions.labels(action="open").inc()
     for family in operator.metrics.registry.collect():
         labels = {key for sample in family.samples for key in sample.labels} - {"le"}
         [name] = [n for n in docs if n in (family.name, family.name + "_total", family.name + "_info")]
@@ -221,4 +225,34 @@ def test_api_requests_to_1000_distinct_paths_add_no_series(operator: Operator) -
     asyncio.run(send(OBJECTS, 10))
     assert operator.series() == after_ten
     text = generate_latest(operator.metrics.registry).decode()
-    assert "policy-5" not in text and "icak_" not in text and "/v1/incidents/" not in text
+    assert "policy-5" not in text and "icak_" not in text
+    assert not re.search(r"/v1/incidents/\d", text), "a raw path became a label (templates are fine)"
+
+
+PER_SEVERITY = 29  # two histograms (10 buckets + +Inf + _count + _sum + _created) and the open gauge
+
+
+def test_incident_series_are_per_policy_severity_and_go_with_the_severity_or_policy(
+    operator: Operator,
+) -> None:
+    m = operator.metrics
+    baseline = operator.series()
+    severities = ("critical", "high", "low")
+    for i in range(OBJECTS):
+        for severity in severities:
+            m.observe_incident(f"ns-{i % 50}", f"p-{i}", severity, to_acknowledge=12.0, to_resolve=900.0)
+        m.set_open_incidents(f"ns-{i % 50}", f"p-{i}", dict.fromkeys(severities, 2))
+    assert operator.series() == baseline + OBJECTS * len(severities) * PER_SEVERITY
+    m.retain_incident_severities("ns-0", "p-0", ("critical",))  # two severities left the spec
+    assert operator.series() == baseline + (OBJECTS * len(severities) - 2) * PER_SEVERITY
+    for i in range(OBJECTS):
+        m.forget_policy(f"ns-{i % 50}", f"p-{i}")
+    assert operator.series() == baseline
+    m.set_open_incidents("ns", "p", {"critical": 3})
+    m.clear_open_incidents()  # a replica that stops leading
+    assert (
+        m.registry.get_sample_value(
+            "incident_commander_incidents_open", {"namespace": "ns", "policy": "p", "severity": "critical"}
+        )
+        is None
+    )

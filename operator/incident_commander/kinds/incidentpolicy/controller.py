@@ -140,6 +140,21 @@ class PolicyController(Controller[Policy]):
         self._issuer = CredentialIssuer(kube, clock, integrity_key or IntegrityKeyHolder().require)
         self._storage = storage or ProvisionedStorage()
 
+    def storage_in_place(self) -> list[tuple[ObjectRef, PolicySpec]]:
+        """Policies whose AWS resources are all in place (none Failed), with their spec: where the
+        leader sweeps incidents (incidents/sweeper.py). A new leader knows them from status."""
+        found = []
+        for policy in self:
+            if not policy.storage or any(r.state == "Failed" for r in policy.storage):
+                continue
+            if policy.body["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                found.append((policy.ref, parse_policy_spec(policy.body.get("spec") or {})))
+            except InvalidPolicySpec:
+                continue
+        return found
+
     # -- what changes wake a policy -----------------------------------------------------------------
     def trigger(self, body: Mapping[str, Any]) -> tuple[Any, ...]:
         meta = body["metadata"]
