@@ -166,6 +166,7 @@ def build_registry(
             Target(namespace=ref.namespace, name=ref.name, spec=spec)
             for ref, spec in policies.storage_in_place()
         ],
+        interval=config.incident_sweep_interval.total_seconds(),
     )
 
     def lead() -> None:
