@@ -757,6 +757,13 @@ def head_item(incident: Incident) -> dict[str, Any]:
         "lastDetectedAt": precise_time(incident.last_detected_at) if incident.last_detected_at else None,
         "updatedAt": precise_time(incident.updated_at) if incident.updated_at else None,
         "traceParent": incident.trace_parent,
+        "acknowledgedAt": precise_time(incident.acknowledged_at) if incident.acknowledged_at else None,
+        "acknowledgedBy": incident.acknowledged_by.to_json() if incident.acknowledged_by else None,
+        "resolvedAt": precise_time(incident.resolved_at) if incident.resolved_at else None,
+        "resolvedBy": incident.resolved_by.to_json() if incident.resolved_by else None,
+        "closedAt": precise_time(incident.closed_at) if incident.closed_at else None,
+        "closedBy": incident.closed_by.to_json() if incident.closed_by else None,
+        "resolution": incident.resolution.to_json() if incident.resolution else None,
     }
     item.update({k: v for k, v in optional.items() if v is not None})
     return item
