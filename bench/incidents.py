@@ -142,7 +142,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-incidents-"))
-    moto = MotoServer.start(log_dir)
+    # Single-threaded, as in the tests: moto's threaded server does not apply concurrent writes (the
+    # operator's sweep runs beside the bench's calls) atomically, real DynamoDB does.
+    moto = MotoServer.start(log_dir, serial=True)
     try:
         with isolated_plane(NS) as kube:
             operator = OperatorProcess.start(kube, log_dir)

@@ -329,8 +329,10 @@ class IncidentService:
                     incident=model.replace_detections(joined, joined.detections + 1),
                     sampling_rate=sampling_rate,
                 )
-            except VersionConflict:
-                raise IncidentError(409, "Conflict", "the incident id was taken; retry") from None
+            except VersionConflict as conflict:
+                raise IncidentError(
+                    409, "Conflict", f"the new incident could not be written ({conflict}); retry"
+                ) from None
             self._committed(target, change, span)
             self.metrics.incident_detections.labels(outcome="opened").inc()
             return Opened(
@@ -775,10 +777,14 @@ class IncidentService:
             if proposal is None or proposal.signalled:
                 continue
             if proposal.state == "Pending" and self.clock() < proposal.deadline:
-                # Only make sure its workflow runs (a crash between the proposal and its start).
-                if await self._run(storage.consensus.describe, proposal_id) is None:
+                # Make sure its workflow runs (a crash between the proposal and its start); settle
+                # it only if the workflow already ended on its own (it failed).
+                execution = await self._run(storage.consensus.describe, proposal_id)
+                if execution is None:
                     await self._run(storage.consensus.start, incident_id, proposal, self.clock())
-                continue
+                    continue
+                if execution.running:
+                    continue
             await self.settle(target, storage, incident_id, proposal_id)
             settled += 1
         if count:

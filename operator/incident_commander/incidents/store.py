@@ -532,7 +532,9 @@ class IncidentStore:
                     str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons") or []
                 ]
                 if reasons and reasons[0] == "ConditionalCheckFailed":
-                    raise VersionConflict(change.incident_id) from None
+                    raise VersionConflict(
+                        f"{change.incident_id} is not at version {change.expected_version}"
+                    ) from None
                 if (
                     change.expected_version == 0
                     and change.incident.dedup_key
@@ -543,7 +545,9 @@ class IncidentStore:
                 if "ConditionalCheckFailed" in reasons or not reasons:
                     # Something other than the version moved (a proposal or dedup key changed under a
                     # version we read): plan again from a fresh read.
-                    raise VersionConflict(change.incident_id) from None
+                    raise VersionConflict(
+                        f"{change.incident_id}: {', '.join(reasons) or 'cancelled'}"
+                    ) from None
                 if attempt == TRANSACTION_RETRIES:
                     raise StoreError("TransactionConflict", "DynamoDB kept cancelling the write") from None
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # noqa: S311 - jitter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,8 @@ from incident_commander.timestamps import precise_time
 HISTORY_LIMIT = 100
 SUMMARY_WINDOW = timedelta(hours=24)
 MAX_SUMMARY_WINDOW = timedelta(days=30)
+SUMMARY_TIMEOUT = 3.0
+"""Seconds /v1/summary waits for the incident figures (two index queries) before answering without them."""
 
 
 async def policy(request: web.Request, ctx: ApiContext) -> web.Response:
@@ -105,12 +108,16 @@ async def incident_summary(ctx: ApiContext, view: PolicyView, window: timedelta)
     answer: dict[str, Any] = {"window": format_duration(window)}
     if ctx.incidents is None:
         return {**answer, "error": "IncidentsUnavailable", "message": "this replica serves no incidents"}
+    target = Target(namespace=view.namespace, name=view.name, spec=view.spec)
     try:
-        found = await ctx.incidents.summary(
-            Target(namespace=view.namespace, name=view.name, spec=view.spec), window
-        )
+        async with asyncio.timeout(SUMMARY_TIMEOUT):
+            found = await ctx.incidents.summary(target, window)
     except IncidentError as failure:
         return {**answer, "error": failure.reason, "message": failure.message}
+    except TimeoutError:
+        # The rest of the summary is from memory: it does not wait for a slow table.
+        message = f"the incident table did not answer within {SUMMARY_TIMEOUT:g}s"
+        return {**answer, "error": "Timeout", "message": message}
     return {**answer, **found}
 
 
