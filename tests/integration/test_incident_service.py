@@ -24,6 +24,7 @@ from incident_commander.aws.spec import parse_connection_spec
 from incident_commander.incidents import model
 from incident_commander.incidents.model import Actor, Resolution
 from incident_commander.incidents.service import IncidentService, OpenRequest, Target
+from incident_commander.incidents.store import VersionConflict
 from incident_commander.kinds.incidentpolicy.spec import parse_policy_spec
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.storage import provisioner
@@ -255,4 +256,20 @@ def test_two_replicas_racing_share_nothing_but_the_table(world: World, moto: Mot
     assert sorted(type(o).__name__ for o in outcomes) == ["Incident", "IncidentError"]
     refused = next(o for o in outcomes if isinstance(o, model.IncidentError))
     assert refused.reason == "AlreadyAcknowledged"
+    assert world.agree(incident.id) == []
+
+
+def test_a_retried_transaction_that_was_applied_is_not_refused(world: World) -> None:
+    """botocore retries a transaction whose answer was lost; the retry finds its own audit entry."""
+    storage = world.service.storage(world.target)
+    incident = world.open()
+    change = model.plan_acknowledge(incident, B, world.clock())
+    storage.store.commit(change)
+    storage.store.commit(change)  # the same call again: applied already, so not a conflict
+    rival = model.plan_acknowledge(incident, C, world.clock())  # planned from the same version
+    with pytest.raises(VersionConflict):
+        storage.store.commit(rival)
+    assert storage.store.read(incident.id).version == 2  # type: ignore[union-attr]
+    assert world.agree(incident.id) != []  # committed, not yet flushed: the outbox has it
+    storage.store.flush(incident.id)
     assert world.agree(incident.id) == []

@@ -281,6 +281,7 @@ def _event(
 ) -> dict[str, Any]:
     return {
         "eventId": f"{incident.id}:{version}",
+        "changeId": secrets.token_hex(8),
         "incidentId": incident.id,
         "version": version,
         "action": action,

@@ -531,6 +531,8 @@ class IncidentStore:
                 reasons = [
                     str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons") or []
                 ]
+                if "ConditionalCheckFailed" in reasons and self._applied(change):
+                    return  # an attempt of this very call was applied (a retry after a lost answer)
                 if reasons and reasons[0] == "ConditionalCheckFailed":
                     raise VersionConflict(
                         f"{change.incident_id} is not at version {change.expected_version}"
@@ -553,6 +555,23 @@ class IncidentStore:
                 time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # noqa: S311 - jitter
             except Exception as exc:
                 raise _failure(exc, f"DynamoDB table {self.table}") from None
+
+    def _applied(self, change: Change) -> bool:
+        """Whether the audit entry of the change's version is this change's own (``changeId``).
+
+        botocore retries a transaction whose answer was lost (a timeout); DynamoDB makes the retry
+        idempotent through the call's ClientRequestToken, but an emulator may not, and the retry
+        then fails on the version the first attempt moved: a refusal of a change that was made."""
+        try:
+            item = self.dynamodb.get_item(
+                TableName=self.table,
+                Key=to_item({"pk": partition(change.incident_id), "sk": audit_sort_key(change.version)}),
+                ConsistentRead=True,
+                ProjectionExpression="changeId",
+            ).get("Item")
+        except Exception as exc:
+            raise _failure(exc, f"DynamoDB table {self.table}") from None
+        return bool(item) and from_item(item).get("changeId") == change.event.get("changeId")
 
     def note_detection(self, incident_id: str, now: datetime) -> bool:
         """Count a repeated detection on an active incident (no new version: a counter, not a
