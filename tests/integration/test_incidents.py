@@ -40,7 +40,7 @@ from tests.support.incidents import (
     stream_records,
 )
 from tests.support.isolated import isolated_plane
-from tests.support.kube import Kube, condition, wait_for_condition
+from tests.support.kube import Kube, condition, wait_for, wait_for_condition
 from tests.support.policies import STORAGE_SERVICES, apply_connection, client_key, policy
 
 pytestmark = pytest.mark.integration
@@ -219,6 +219,72 @@ def test_a_policy_s_state_machine_is_the_shipped_workflow_and_an_old_one_is_upda
     entry = next(r for r in obj["status"]["storage"] if r["kind"] == "StateMachine")
     assert entry["state"] == "Drifted" and "definition differs" in entry["message"], entry
     assert json.loads(sfn.describe_state_machine(stateMachineArn=foreign)["definition"]) == OLD_STUB
+
+
+def test_observe_creates_changes_and_deletes_nothing_and_reports_presence_and_drift(world: World) -> None:
+    sfn, dynamodb = world.aws("stepfunctions"), world.aws("dynamodb")
+    refused = world.kube.kubectl(
+        "apply",
+        "-n",
+        NS,
+        "-f",
+        "-",
+        input=json.dumps(
+            policy("watcher", NS, [], storage={"managementPolicy": "Observe", "deletionPolicy": "Delete"})
+        ),
+        check=False,
+    )
+    assert refused.returncode != 0 and "deletionPolicy must be Retain" in refused.stderr
+    # Ours from an earlier version (tagged as the policy's) but Observe: reported, not updated.
+    stub = sfn.create_state_machine(
+        name=names("watcher")["stateMachine"],
+        definition=json.dumps(OLD_STUB),
+        roleArn="arn:aws:iam::123456789012:role/incident-commander-consensus",
+        tags=[{"key": OWNER_TAG, "value": f"{NS}/watcher"}],
+    )["stateMachineArn"]
+    world.kube.apply(policy("watcher", NS, [], storage={"managementPolicy": "Observe"}), NS)
+    obj = wait_for_condition(
+        world.kube,
+        "incidentpolicy",
+        NS,
+        "watcher",
+        "StorageReady",
+        status="False",
+        timeout=120,
+        logs=world.operator.logs,
+    )
+    states = {r["kind"]: r["state"] for r in obj["status"]["storage"]}
+    assert states == {
+        "DynamoDBTable": "Missing",
+        "KinesisStream": "Missing",
+        "S3Bucket": "Missing",
+        "StateMachine": "Drifted",
+    }
+    assert condition(obj, "StorageReady")["reason"] == "ResourcesMissing"  # type: ignore[index]
+    assert names("watcher")["incidentTable"] not in dynamodb.list_tables()["TableNames"]
+    assert json.loads(sfn.describe_state_machine(stateMachineArn=stub)["definition"]) == OLD_STUB
+    # What appears out of band is reported as it is.
+    dynamodb.create_table(
+        TableName=names("watcher")["incidentTable"],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+    def table_seen(found: dict[str, Any]) -> bool:
+        entries = {r["kind"]: r for r in (found.get("status") or {}).get("storage") or []}
+        return entries.get("DynamoDBTable", {}).get("state") == "Drifted"
+
+    found = wait_for(
+        world.kube, "incidentpolicy", NS, "watcher", table_seen, timeout=60, logs=world.operator.logs
+    )
+    table = next(r for r in found["status"]["storage"] if r["kind"] == "DynamoDBTable")
+    assert "by-status" in table["message"] and "TTL" in table["message"]
+    world.kube.kubectl("delete", "incidentpolicy", "watcher", "-n", NS, "--timeout=60s")
+    assert names("watcher")["incidentTable"] in dynamodb.list_tables()["TableNames"]
 
 
 # -- the lifecycle --------------------------------------------------------------------------------------

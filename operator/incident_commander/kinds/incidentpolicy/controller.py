@@ -79,6 +79,12 @@ class Storage(Protocol):
 
     def delete_owned(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[str]: ...
 
+    def observe(
+        self, connection: ReadyConnection, names: StorageNames, *, owner: str
+    ) -> list[ResourceStatus]:
+        """Look at the resources without creating, changing or deleting anything."""
+        ...
+
 
 class ProvisionedStorage:
     """Storage through storage/provisioner.py and the connection's clients."""
@@ -90,6 +96,18 @@ class ProvisionedStorage:
             region=connection.region,
             account=connection.account_id or DEFAULT_ACCOUNT,
             owner=owner,
+        )
+
+    def observe(
+        self, connection: ReadyConnection, names: StorageNames, *, owner: str
+    ) -> list[ResourceStatus]:
+        return provisioner.ensure_all(
+            connection.client,
+            names,
+            region=connection.region,
+            account=connection.account_id or DEFAULT_ACCOUNT,
+            owner=owner,
+            observe=True,
         )
 
     def delete_owned(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[str]:
@@ -145,7 +163,7 @@ class PolicyController(Controller[Policy]):
         leader sweeps incidents (incidents/sweeper.py). A new leader knows them from status."""
         found = []
         for policy in self:
-            if not policy.storage or any(r.state == "Failed" for r in policy.storage):
+            if not policy.storage or any(r.state in ("Failed", "Missing") for r in policy.storage):
                 continue
             if policy.body["metadata"].get("deletionTimestamp"):
                 continue
@@ -325,15 +343,22 @@ class PolicyController(Controller[Policy]):
                     message=not_ready.describe()[:1000],
                 ), STORAGE_RETRY
             names = self._names(policy, spec, connection)
-            ensure = functools.partial(self._storage.ensure, connection, names, owner=policy.owner)
+            look = self._storage.observe if spec.observe_only else self._storage.ensure
+            ensure = functools.partial(look, connection, names, owner=policy.owner)
             policy.storage = provisioner.keep_created(
                 policy.storage, await loop.run_in_executor(self.executor, ensure)
             )
             policy.storage_generation = policy.generation
             policy.storage_checked = loop.time()
-            policy.storage_ok = all(r.state != "Failed" for r in policy.storage)
+            policy.storage_ok = all(r.state not in ("Failed", "Missing") for r in policy.storage)
         failed = [r for r in policy.storage if r.state == "Failed"]
+        missing = [r for r in policy.storage if r.state == "Missing"]
         drifted = [r for r in policy.storage if r.state == "Drifted"]
+        if missing and not failed:
+            message = "; ".join(f"{r.kind} {r.name}: {r.message}" for r in missing)
+            return Condition(
+                type="StorageReady", status="False", reason="ResourcesMissing", message=message[:1000]
+            ), STORAGE_RETRY
         if failed:
             message = "; ".join(f"{r.kind} {r.name}: {r.message}" for r in failed)
             return Condition(
@@ -364,7 +389,7 @@ class PolicyController(Controller[Policy]):
 
     async def _ensure_finalizer(self, policy: Policy, spec: PolicySpec) -> None:
         finalizers = list(policy.body["metadata"].get("finalizers") or [])
-        wanted = spec.deletion_policy == "Delete"
+        wanted = spec.deletion_policy == "Delete" and not spec.observe_only  # admission forbids both
         if wanted and FINALIZER not in finalizers:
             await asyncio.to_thread(self.kube.patch_finalizers, policy.ref, [*finalizers, FINALIZER])
         elif not wanted and FINALIZER in finalizers:
@@ -389,6 +414,10 @@ class PolicyController(Controller[Policy]):
             )
         try:
             spec = parse_policy_spec(policy.body.get("spec") or {})
+            if spec.observe_only:
+                return await self._release(
+                    policy, remaining, "Normal", "StorageDeleted", "managementPolicy Observe: nothing deleted"
+                )
             connection = self._connections.get(policy.ref.namespace, spec.connection)
             delete = functools.partial(
                 self._storage.delete_owned,
