@@ -87,6 +87,10 @@ class OperatorConfig:
     see a phase change within 2 s); 10m standalone, where this process records every report itself
     and the read is only a safety net."""
 
+    incident_sweep_interval: timedelta = timedelta(seconds=15)
+    """How often the leader sweeps every policy's incidents: publishes events a crash left in an
+    outbox, settles proposals with their state machine, counts open incidents (docs/incidents.md)."""
+
     aws_client_cache: int = DEFAULT_CLIENT_CACHE
     """Live boto3 clients kept across all AwsConnections (least recently used out; each costs
     up to 400 KB). An evicted client is rebuilt on its connection's next call, for a few ms of CPU."""
@@ -282,6 +286,7 @@ VARIABLES = (
     Variable("IC_CORS_ORIGINS", "--cors-origin", parse_origin, is_list=True),
     Variable("IC_DELETION_TIMEOUT", "--deletion-timeout", parse_duration_arg),
     Variable("IC_LEDGER_REFRESH", "--ledger-refresh", parse_positive_duration),
+    Variable("IC_INCIDENT_SWEEP_INTERVAL", "--incident-sweep-interval", parse_positive_duration),
     Variable("IC_AWS_CLIENT_CACHE", "--aws-client-cache", parse_positive_int),
     Variable("IC_WEB_IDENTITY_TOKEN_DIRS", "--web-identity-token-dir", parse_absolute_dir, is_list=True),
     Variable("IC_API_MAX_CONNECTIONS", "--api-max-connections", parse_positive_int),
@@ -454,6 +459,13 @@ def build_parser(environ: Mapping[str, str] | None = None) -> argparse.ArgumentP
         " env IC_LEDGER_REFRESH)",
     )
     run.add_argument(
+        "--incident-sweep-interval",
+        type=parse_positive_duration,
+        default=default("--incident-sweep-interval", defaults.incident_sweep_interval),
+        help="sweep incidents (unpublished events, unsettled proposals, open counts) this often, e.g. 15s"
+        " (env IC_INCIDENT_SWEEP_INTERVAL)",
+    )
+    run.add_argument(
         "--aws-client-cache",
         type=parse_positive_int,
         default=default("--aws-client-cache", defaults.aws_client_cache),
@@ -558,6 +570,7 @@ def config_from_args(
         cors_origins=tuple(args.cors_origins),
         deletion_timeout=args.deletion_timeout,
         ledger_refresh=args.ledger_refresh or timedelta(seconds=1 if election else 600),
+        incident_sweep_interval=args.incident_sweep_interval,
         aws_client_cache=args.aws_client_cache,
         web_identity_token_dirs=tuple(args.web_identity_token_dirs),
         api_max_connections=args.api_max_connections,

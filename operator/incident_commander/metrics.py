@@ -45,6 +45,9 @@ RECONCILE_OUTCOMES = ("success", "not_ready", "deferred", "error")
 BREAKDOWN_TOP = 10
 """Entries per dimension of a budget's spend breakdown (by model, client, task type) that get
 series of their own; the rest are summed under ``other`` (budget/breakdown.py)."""
+INCIDENT_BUCKETS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 259200)
+"""1 minute to 3 days: an incident's time to acknowledge or resolve (beyond: +Inf)."""
+DETECTION_OUTCOMES = ("opened", "deduplicated", "sampled_out", "halted")
 
 
 @dataclass(kw_only=True)
@@ -54,6 +57,9 @@ class OperatorMetrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
     _api_clients: dict[tuple[str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
     _conditions: dict[tuple[str, str, str], set[str]] = field(default_factory=dict, init=False, repr=False)
+    _incident_severities: dict[tuple[str, str], set[str]] = field(
+        default_factory=dict, init=False, repr=False
+    )
     _breakdowns: dict[tuple[str, str], dict[str, set[str]]] = field(
         default_factory=dict, init=False, repr=False
     )
@@ -200,6 +206,38 @@ class OperatorMetrics:
             ["namespace", "policy", "client"],
             registry=self.registry,
         )
+        self.incident_time_to_acknowledge = Histogram(
+            f"{PREFIX}_incident_time_to_acknowledge_seconds",
+            "Time from opening to acknowledging an incident (MTTA), by policy and severity.",
+            ["namespace", "policy", "severity"],
+            registry=self.registry,
+            buckets=INCIDENT_BUCKETS,
+        )
+        self.incident_time_to_resolve = Histogram(
+            f"{PREFIX}_incident_time_to_resolve_seconds",
+            "Time from opening to resolving an incident (MTTR), by policy and severity.",
+            ["namespace", "policy", "severity"],
+            registry=self.registry,
+            buckets=INCIDENT_BUCKETS,
+        )
+        self.incidents_open = Gauge(
+            f"{PREFIX}_incidents_open",
+            "Open or acknowledged incidents, by policy and severity (counted in DynamoDB by the leader).",
+            ["namespace", "policy", "severity"],
+            registry=self.registry,
+        )
+        self.incident_detections = Counter(
+            f"{PREFIX}_incident_detections_total",
+            "Detections sent to POST /v1/incidents by outcome (opened, deduplicated, sampled_out, halted).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.incident_transitions = Counter(
+            f"{PREFIX}_incident_transitions_total",
+            "Incident changes written (each a new version and audit entry), by action.",
+            ["action"],
+            registry=self.registry,
+        )
 
     def set_budget(
         self,
@@ -302,6 +340,48 @@ class OperatorMetrics:
         """Drop a deleted IncidentPolicy's series."""
         self.set_api_keys(namespace, policy, {})
         self._api_clients.pop((namespace, policy), None)
+        self.retain_incident_severities(namespace, policy, ())
+        self._incident_severities.pop((namespace, policy), None)
+
+    def observe_incident(
+        self,
+        namespace: str,
+        policy: str,
+        severity: str,
+        *,
+        to_acknowledge: float | None = None,
+        to_resolve: float | None = None,
+    ) -> None:
+        """An incident's MTTA and MTTR samples (``severity`` is one of the policy's, so bounded)."""
+        self._incident_severities.setdefault((namespace, policy), set()).add(severity)
+        if to_acknowledge is not None:
+            self.incident_time_to_acknowledge.labels(namespace, policy, severity).observe(to_acknowledge)
+        if to_resolve is not None:
+            self.incident_time_to_resolve.labels(namespace, policy, severity).observe(to_resolve)
+
+    def set_open_incidents(self, namespace: str, policy: str, counts: Mapping[str, int]) -> None:
+        """Active incidents of each of the policy's severities (``counts`` has every one, zeros too)."""
+        self.retain_incident_severities(namespace, policy, tuple(counts))
+        self._incident_severities.setdefault((namespace, policy), set()).update(counts)
+        for severity, count in counts.items():
+            self.incidents_open.labels(namespace, policy, severity).set(count)
+
+    def retain_incident_severities(self, namespace: str, policy: str, severities: tuple[str, ...]) -> None:
+        """Drop the incident series of severities the policy no longer has."""
+        known = self._incident_severities.get((namespace, policy), set())
+        for severity in known - set(severities):
+            for family in (
+                self.incident_time_to_acknowledge,
+                self.incident_time_to_resolve,
+                self.incidents_open,
+            ):
+                with contextlib.suppress(KeyError):
+                    family.remove(namespace, policy, severity)
+        known &= set(severities)
+
+    def clear_open_incidents(self) -> None:
+        """A replica that stops leading stops reporting what only the leader counts."""
+        self.incidents_open.clear()
 
     def forget_connection(self, namespace: str, connection: str, services: tuple[str, ...]) -> None:
         """Drop a deleted connection's series so they do not linger as stale values."""

@@ -28,6 +28,8 @@ from incident_commander.config import OperatorConfig
 from incident_commander.controller import Controller
 from incident_commander.credentials.integrity import KEY_SECRET_NAME, IntegrityKeyHolder
 from incident_commander.credentials.issuer import LABEL_MANAGED_BY, MANAGED_BY
+from incident_commander.incidents.service import IncidentService, Target
+from incident_commander.incidents.sweeper import IncidentSweeper
 from incident_commander.kinds.awsconnection import handlers as awsconnection_handlers
 from incident_commander.kinds.awsconnection.controller import ConnectionController
 from incident_commander.kinds.budgetpolicy import handlers as budgetpolicy_handlers
@@ -156,14 +158,27 @@ def build_registry(
     connections.subscribe(policies.connection_changed)
     connections.subscribe(budgets.connection_changed)
     controllers: tuple[Controller[Any], ...] = (connections, budgets, policies)
+    # Incidents are served by every replica from DynamoDB; the sweep (outboxes, proposals, the
+    # open-incidents gauge) is the leader's.
+    incidents = IncidentService(connections=connections, metrics=metrics, tracer=tracer)
+    sweeper = IncidentSweeper(
+        incidents,
+        lambda: [
+            Target(namespace=ref.namespace, name=ref.name, spec=spec)
+            for ref, spec in policies.storage_in_place()
+        ],
+        interval=config.incident_sweep_interval.total_seconds(),
+    )
 
     def lead() -> None:
         for controller in controllers:
             controller.resume()
+        sweeper.start()
 
     def stand_by() -> None:
         for controller in controllers:
             controller.pause()
+        sweeper.stop()
 
     membership: Membership | None = None
     if config.leader_election is not None:
@@ -213,6 +228,7 @@ def build_registry(
             not_ready=readiness.reasons,
             replicas=(lambda: membership.members) if membership is not None else (lambda: 1),
             models=models,
+            incidents=incidents,
         )
     )
     if tracing.enabled:
@@ -239,6 +255,8 @@ def build_registry(
         if elector is not None and membership is not None:
             background.append(asyncio.create_task(elector.run(), name="leader election"))
             background.append(asyncio.create_task(membership.run(), name="membership"))
+        else:
+            sweeper.start()  # the only replica leads from the start
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -249,6 +267,8 @@ def build_registry(
 
     @kopf.on.cleanup(registry=registry)
     async def shutdown(**_: Any) -> None:
+        await sweeper.close()
+        incidents.shutdown()
         for controller in reversed(controllers):
             await controller.close()
         for task in background:  # the elector releases the Lease: the next leader takes over at once

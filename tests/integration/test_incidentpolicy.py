@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from incident_commander.storage.provisioner import consensus_definition
 from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
 from tests.support.policies import (
@@ -123,7 +124,7 @@ def test_storage_exists_in_moto_with_the_declared_settings(
     machine = moto_client(moto.url, "stepfunctions").describe_state_machine(
         stateMachineArn=storage["StateMachine"]["arn"]
     )
-    assert json.loads(machine["definition"])["StartAt"] == "CollectVerdicts"
+    assert json.loads(machine["definition"]) == json.loads(consensus_definition())
 
 
 def test_existing_bucket_is_adopted_not_recreated(

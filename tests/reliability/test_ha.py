@@ -29,6 +29,7 @@ from tests.conftest import CRDS
 from tests.controlplane.localcluster import LocalControlPlane, build_binaries, free_port
 from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.http import call
+from tests.support.incidents import agreement
 from tests.support.kube import Kube, wait_for_condition
 from tests.support.policies import client_key, key_index, setup_connection
 
@@ -224,6 +225,62 @@ def test_exactly_one_leads_and_the_others_write_nothing(cluster: Cluster) -> Non
         if replica is not leader:
             assert cluster.writes_by(replica) == [], f"{replica.name} wrote while standing by"
     assert cluster.writes_by(leader), "the leader reconciled"
+
+
+def test_incidents_are_served_by_every_replica_from_dynamodb(cluster: Cluster) -> None:
+    """Incident writes go to the shared table, conditionally: agents on different replicas race on
+    one incident and lose nothing, every replica reads the same version, and the standbys still
+    write nothing to Kubernetes (docs/incidents.md)."""
+    r0, r1, r2 = cluster.replicas
+
+    def send(replica: Replica, who: str, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Authorization": f"ApiKey {cluster.keys[who]}"}
+        return call(replica.url, method, path, headers=headers, json_body=body)
+
+    detection = {"title": "replicas", "severity": "critical", "dedupKey": f"ha-{uuid.uuid4().hex[:6]}"}
+    opened = send(r0, "agent", "POST", "/v1/incidents", detection)
+    assert opened.status == 201, opened.body
+    incident_id = opened.json()["incident"]["id"]
+    joined = send(r1, "admin", "POST", "/v1/incidents", detection)
+    assert (joined.status, joined.json()["incident"]["id"]) == (200, incident_id)
+
+    async def race(*calls: tuple[Replica, str, str, Any]) -> list[int]:
+        async with aiohttp.ClientSession() as session:
+
+            async def one(replica: Replica, who: str, path: str, body: Any) -> int:
+                headers = {"Authorization": f"ApiKey {cluster.keys[who]}"}
+                async with session.post(f"{replica.url}{path}", json=body, headers=headers) as answer:
+                    return answer.status
+
+            return list(await asyncio.gather(*(one(*c) for c in calls)))
+
+    base = f"/v1/incidents/{incident_id}"
+    acks = asyncio.run(
+        race((r1, "agent", f"{base}/acknowledge", {}), (r2, "admin", f"{base}/acknowledge", {}))
+    )
+    assert sorted(acks) == [200, 409], acks
+    attached = asyncio.run(
+        race(
+            (r2, "agent", f"{base}/artifacts", {"name": "a.log", "contentType": "text/plain"}),
+            (r0, "admin", f"{base}/artifacts", {"name": "b.log", "contentType": "text/plain"}),
+        )
+    )
+    assert attached == [201, 201], attached
+    assert {send(r, "agent", "GET", base).headers["etag"] for r in cluster.replicas} == {'"4"'}
+    stale = call(
+        r2.url,
+        "POST",
+        f"{base}/resolve",
+        headers={"Authorization": f"ApiKey {cluster.keys['agent']}", "If-Match": '"2"'},
+        json_body={"resolution": {"code": "fixed", "summary": "x"}},
+    )
+    assert stale.status == 412, stale.body
+    dynamodb, kinesis = moto_client(cluster.moto.url, "dynamodb"), moto_client(cluster.moto.url, "kinesis")
+    assert agreement(dynamodb, kinesis, "ha-p-incidents", "ha-p-events", [incident_id]) == []
+    leader = cluster.leader()
+    for replica in cluster.replicas:
+        if replica is not leader:
+            assert cluster.writes_by(replica) == [], f"{replica.name} wrote while standing by"
 
 
 def test_a_revoked_key_is_refused_on_every_replica_within_2s(cluster: Cluster) -> None:

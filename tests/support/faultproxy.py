@@ -6,7 +6,8 @@ protocols), ``throttle-query`` (400 Throttling, query/XML protocols such as STS)
 ``throttle-429`` and ``throttle-503`` (those statuses with the protocol's error body), ``reset`` (the
 connection is closed without an answer: with ``stop()`` an endpoint that is down even for clients
 holding pooled keep-alive connections). The AWS service of a
-request is read from its SigV4 credential scope.
+request is read from its SigV4 credential scope; a fault keyed ``<service>:<operation>`` (for
+example ``dynamodb:TransactWriteItems``) applies to that operation of a JSON-protocol service only.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ class Attempt:
     service: str
     at: float
     fault: str | None
+    operation: str = ""
+    """The JSON protocols' operation (``X-Amz-Target``: TransactWriteItems, PutRecord, ...); empty
+    for the others."""
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -73,9 +77,16 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 match = _SCOPE.search(self.headers.get("Authorization", ""))
                 service = match.group(1) if match else "unknown"
+                operation = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
                 with proxy._lock:
-                    fault = proxy.faults.get(service) or proxy.faults.get("*")
-                    proxy.attempts.append(Attempt(service=service, at=time.monotonic(), fault=fault))
+                    fault = (
+                        proxy.faults.get(f"{service}:{operation}")
+                        or proxy.faults.get(service)
+                        or proxy.faults.get("*")
+                    )
+                    proxy.attempts.append(
+                        Attempt(service=service, at=time.monotonic(), fault=fault, operation=operation)
+                    )
                 if fault == "reset":
                     self.close_connection = True
                     return None
@@ -146,5 +157,11 @@ class FaultProxy:
                 self.faults[service] = fault
 
     def attempts_for(self, service: str, since: float = 0.0) -> list[Attempt]:
+        """Attempts of ``service``, or of one operation of it (``dynamodb:TransactWriteItems``)."""
+        name, _, operation = service.partition(":")
         with self._lock:
-            return [a for a in self.attempts if a.service == service and a.at >= since]
+            return [
+                a
+                for a in self.attempts
+                if a.service == name and a.at >= since and (not operation or a.operation == operation)
+            ]

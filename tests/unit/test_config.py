@@ -121,6 +121,7 @@ BAD_AND_GOOD = {
     "IC_CORS_ORIGINS": ("console.example.com", "https://console.example.com"),
     "IC_DELETION_TIMEOUT": ("5 minutes", "90s"),
     "IC_LEDGER_REFRESH": ("0s", "30s"),
+    "IC_INCIDENT_SWEEP_INTERVAL": ("0s", "5s"),
     "IC_AWS_CLIENT_CACHE": ("0", "8"),
 }
 

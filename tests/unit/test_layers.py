@@ -11,7 +11,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("operator_app", "servers", "config"),
     ("api",),
-    ("kinds",),
+    ("kinds", "incidents"),
     ("controller", "watches"),
     ("budget",),
     ("aws", "credentials", "storage"),

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from incident_commander.api.context import ApiContext
-from incident_commander.api.handlers import converse, credentials, meta, reads, routing, usage
+from incident_commander.api.handlers import converse, credentials, incidents, meta, reads, routing, usage
 from incident_commander.api.middleware import build_middlewares
 
 ContextHandler = Callable[[web.Request, ApiContext], Awaitable[web.StreamResponse]]
@@ -38,6 +38,19 @@ ROUTES: tuple[tuple[str, str, ContextHandler], ...] = (
     ("GET", "/v1/policies/{namespace}/{name}", reads.policy),
     ("GET", "/v1/summary", reads.summary),
     ("GET", "/v1/history", reads.history),
+    ("POST", "/v1/incidents", incidents.open_incident),
+    ("GET", "/v1/incidents", incidents.list_incidents),
+    ("GET", "/v1/incidents/{id}", incidents.get_incident),
+    ("GET", "/v1/incidents/{id}/audit", incidents.audit),
+    ("POST", "/v1/incidents/{id}/acknowledge", incidents.acknowledge),
+    ("POST", "/v1/incidents/{id}/resolve", incidents.resolve),
+    ("POST", "/v1/incidents/{id}/close", incidents.close),
+    ("POST", "/v1/incidents/{id}/artifacts", incidents.attach),
+    ("GET", "/v1/incidents/{id}/artifacts/{artifact}", incidents.artifact),
+    ("POST", "/v1/incidents/{id}/proposals", incidents.propose),
+    ("GET", "/v1/incidents/{id}/proposals/{proposal}", incidents.proposal),
+    ("POST", "/v1/incidents/{id}/proposals/{proposal}/approve", incidents.approve),
+    ("POST", "/v1/incidents/{id}/proposals/{proposal}/refuse", incidents.refuse),
     ("GET", "/v1/openapi.json", meta.document),
     ("GET", "/readyz", meta.ready),
     ("GET", "/healthz", meta.alive),

@@ -24,6 +24,7 @@ from incident_commander.api.ratelimit import FailureGuard, RateLimiter
 from incident_commander.api.routing import EffectiveRoutingView
 from incident_commander.api.tokens import VerifiedTokens
 from incident_commander.clock import Clock, system_clock
+from incident_commander.incidents.service import IncidentService
 from incident_commander.telemetry.sampled_log import SampledLog
 
 logger = logging.getLogger("incident_commander.api")
@@ -194,6 +195,8 @@ class ApiContext:
     security_log: SampledLog = field(
         default_factory=lambda: SampledLog(logger, per_window=SECURITY_LOG_LINES, window=60.0)
     )
+    incidents: IncidentService | None = None
+    """The policies' incidents (incidents/service.py); None: the incident routes answer 503."""
 
 
 class ApiError(Exception):

@@ -30,7 +30,8 @@ def _cors_headers(origin: str) -> dict[str, str]:
     return {
         "Access-Control-Allow-Origin": origin,
         "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, Idempotency-Key, If-Match",
+        "Access-Control-Expose-Headers": "ETag, Location, Retry-After",
         "Access-Control-Max-Age": "600",
         "Vary": "Origin",
     }

@@ -405,6 +405,538 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+# -- /v1/incidents (docs/incidents.md) ------------------------------------------------------------------
+
+_INCIDENT_ID = {"type": "string", "pattern": "^inc-[0-9a-f]{22}$"}
+_STATUS = "(open|acknowledged|resolved|closed)"
+_NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+_ACTOR = {"oneOf": [_ref("Actor"), {"type": "null"}]}
+_PRECONDITION_FAILED = _error("If-Match named another version: the incident changed; read it again.")
+_ILLEGAL = _error(
+    "The incident or proposal does not allow this now (IllegalTransition, AlreadyAcknowledged, "
+    "AlreadyResolved, AlreadyClosed, ResolutionRequired, SelfApproval, AlreadyApproved, QuorumReached, "
+    "ProposalExpired, ...), or it kept changing (Conflict)."
+)
+_STORAGE = _error(
+    "The policy's AwsConnection or incident storage is not available (ConnectionNotReady, StorageNotReady, "
+    "StorageUnavailable), or this replica is not ready.",
+    headers={"Retry-After": {"schema": {"type": "string"}, "description": "Seconds to wait."}},
+)
+_ETAG = {"ETag": {"schema": {"type": "string"}, "description": 'The incident\'s version, "<n>".'}}
+_IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 16},
+    "description": 'The ETag ("<version>") the change was decided from; 412 when the incident moved on.',
+}
+_ID_PARAM = {"name": "id", "in": "path", "required": True, "schema": _INCIDENT_ID}
+_PROPOSAL_PARAM = {
+    "name": "proposal",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^prop-[0-9a-f]{16}$"},
+}
+_ARTIFACT_PARAM = {
+    "name": "artifact",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^art-[0-9a-f]{16}$"},
+}
+_RESOLUTION = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["code", "summary"],
+    "properties": {
+        "code": {"type": "string", "enum": ["fixed", "mitigated", "false_positive", "duplicate", "wont_fix"]},
+        "summary": {"type": "string", "minLength": 1, "maxLength": 2000},
+    },
+}
+
+INCIDENT_SCHEMAS: dict[str, Any] = {
+    "Actor": {
+        "type": "object",
+        "required": ["client", "role"],
+        "properties": {
+            "client": {"type": "string", "description": "An API client of the policy, or consensus/policy."},
+            "role": {"type": "string", "description": "viewer, responder, admin, or system."},
+        },
+    },
+    "Resolution": _RESOLUTION,
+    "Artifact": {
+        "type": "object",
+        "required": ["id", "name", "contentType", "key", "attachedAt", "attachedBy"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "contentType": {"type": "string"},
+            "key": {"type": "string", "description": "The object key in the policy's artifact bucket."},
+            "attachedAt": {"type": "string", "format": "date-time"},
+            "attachedBy": _ref("Actor"),
+        },
+    },
+    "Proposal": {
+        "type": "object",
+        "required": ["id", "action", "description", "proposedBy", "proposedAt", "mode", "quorum", "state"],
+        "properties": {
+            "id": {"type": "string"},
+            "action": {"type": "object"},
+            "description": {"type": "string"},
+            "proposedBy": _ref("Actor"),
+            "proposedAt": {"type": "string", "format": "date-time"},
+            "mode": {"type": "string", "enum": ["quorum", "autoRemediate", "notRequired"]},
+            "quorum": {"type": "integer", "description": "Distinct approvers needed (0: approved at once)."},
+            "state": {
+                "type": "string",
+                "enum": ["Pending", "Approving", "Approved", "Refused", "Expired", "Failed"],
+            },
+            "approvals": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"by": _ref("Actor"), "at": {"type": "string", "format": "date-time"}},
+                },
+            },
+            "timeoutSeconds": {"type": "integer"},
+            "deadline": {"type": "string", "format": "date-time"},
+            "decidedAt": _NULLABLE_TIME,
+            "decidedBy": _ACTOR,
+            "reason": {"type": ["string", "null"]},
+        },
+    },
+    "Incident": {
+        "type": "object",
+        "required": ["id", "title", "severity", "status", "version", "openedAt", "openedBy"],
+        "properties": {
+            "id": _INCIDENT_ID,
+            "title": {"type": "string"},
+            "severity": {"type": "string"},
+            "status": {"type": "string", "enum": ["open", "acknowledged", "resolved", "closed"]},
+            "version": {"type": "integer", "description": "Raised by every change; the ETag."},
+            "description": {"type": "string"},
+            "source": {"type": "string"},
+            "dedupKey": {"type": ["string", "null"]},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "detections": {"type": "integer", "description": "Detections joined into this incident."},
+            "lastDetectedAt": _NULLABLE_TIME,
+            "openedAt": {"type": "string", "format": "date-time"},
+            "openedBy": _ref("Actor"),
+            "acknowledgedAt": _NULLABLE_TIME,
+            "acknowledgedBy": _ACTOR,
+            "resolvedAt": _NULLABLE_TIME,
+            "resolvedBy": _ACTOR,
+            "closedAt": _NULLABLE_TIME,
+            "closedBy": _ACTOR,
+            "resolution": {"oneOf": [_ref("Resolution"), {"type": "null"}]},
+            "updatedAt": _NULLABLE_TIME,
+            "artifacts": {"type": "array", "items": _ref("Artifact")},
+            "proposals": {"type": "array", "items": _ref("Proposal")},
+            "pendingEvents": {"type": "integer", "description": "Changes not yet published to the stream."},
+        },
+    },
+    "OpenIncident": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["title", "severity"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "severity": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 31,
+                "description": "One of the policy's.",
+            },
+            "description": {"type": "string", "minLength": 1, "maxLength": 4000},
+            "source": {"type": "string", "minLength": 1, "maxLength": 200},
+            "dedupKey": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 256,
+                "description": "A detection with an active incident's key joins it instead of opening one.",
+            },
+            "labels": {
+                "type": "object",
+                "maxProperties": 20,
+                "propertyNames": {"pattern": "^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$"},
+                "additionalProperties": {"type": "string", "maxLength": 256},
+            },
+        },
+    },
+    "OpenOutcome": {
+        "type": "object",
+        "required": ["outcome", "samplingRate", "incident"],
+        "properties": {
+            "outcome": {"type": "string", "enum": ["opened", "deduplicated", "sampled_out", "halted"]},
+            "samplingRate": {"type": "number"},
+            "budgetPhase": {"type": ["string", "null"]},
+            "incident": {"oneOf": [_ref("Incident"), {"type": "null"}]},
+        },
+    },
+    "IncidentList": {
+        "type": "object",
+        "required": ["incidents", "nextCursor"],
+        "properties": {
+            "incidents": {"type": "array", "items": _ref("Incident")},
+            "nextCursor": {"type": ["string", "null"]},
+        },
+    },
+    "Audit": {
+        "type": "object",
+        "required": ["incidentId", "entries", "nextAfter"],
+        "properties": {
+            "incidentId": {"type": "string"},
+            "entries": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["eventId", "incidentId", "version", "action", "at", "by"],
+                    "properties": {
+                        "eventId": {"type": "string"},
+                        "incidentId": {"type": "string"},
+                        "version": {"type": "integer"},
+                        "action": {"type": "string"},
+                        "at": {"type": "string", "format": "date-time"},
+                        "by": _ref("Actor"),
+                        "severity": {"type": "string"},
+                        "from": {"type": "string"},
+                        "to": {"type": "string"},
+                        "details": {"type": "object"},
+                    },
+                },
+            },
+            "nextAfter": {"type": ["integer", "null"]},
+        },
+    },
+    "ResolveRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["resolution"],
+        "properties": {"resolution": _ref("Resolution")},
+    },
+    "CloseRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"resolution": _ref("Resolution")},
+    },
+    "Empty": {"type": "object", "additionalProperties": False, "maxProperties": 0},
+    "AttachRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["name", "contentType"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$"},
+            "contentType": {
+                "type": "string",
+                "maxLength": 127,
+                "pattern": "^[a-z0-9][a-z0-9!#$&.+^_-]{0,62}/[a-z0-9][a-z0-9!#$&.+^_-]{0,62}$",
+            },
+        },
+    },
+    "PresignedUrl": {
+        "type": "object",
+        "required": ["url", "method", "headers", "expiresAt"],
+        "properties": {
+            "url": {"type": "string"},
+            "method": {"type": "string", "enum": ["GET", "PUT"]},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "expiresAt": {"type": "string", "format": "date-time"},
+        },
+    },
+    "Attached": {
+        "type": "object",
+        "required": ["incident", "artifact", "upload"],
+        "properties": {
+            "incident": _ref("Incident"),
+            "artifact": _ref("Artifact"),
+            "upload": _ref("PresignedUrl"),
+        },
+    },
+    "ArtifactDownload": {
+        "type": "object",
+        "required": ["artifact", "download"],
+        "properties": {"artifact": _ref("Artifact"), "download": _ref("PresignedUrl")},
+    },
+    "ProposeRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["action", "description"],
+        "properties": {
+            "action": {"type": "object", "minProperties": 1, "description": "What the agent would do."},
+            "description": {"type": "string", "minLength": 1, "maxLength": 2000},
+            "timeoutSeconds": {"type": "integer", "minimum": 1, "maximum": 604800, "default": 3600},
+        },
+    },
+    "RefuseRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["reason"],
+        "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 1000}},
+    },
+    "ProposalAnswer": {
+        "type": "object",
+        "required": ["incidentId", "incidentVersion", "proposal"],
+        "properties": {
+            "incidentId": {"type": "string"},
+            "incidentVersion": {"type": "integer"},
+            "proposal": _ref("Proposal"),
+        },
+    },
+    "IncidentSummary": {
+        "type": "object",
+        "required": ["window"],
+        "properties": {
+            "window": {"type": "string"},
+            "windowSeconds": {"type": "integer"},
+            "mttr": {
+                "type": "object",
+                "description": "Per severity: resolutions in the window, p50 and p90 time to resolve.",
+                "additionalProperties": {
+                    "type": "object",
+                    "properties": {
+                        "count": {"type": "integer"},
+                        "p50Seconds": {"type": ["number", "null"]},
+                        "p90Seconds": {"type": ["number", "null"]},
+                    },
+                },
+            },
+            "resolved": {"type": "integer"},
+            "truncated": {"type": "boolean"},
+            "open": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "error": {
+                "type": "string",
+                "description": "Why the figures are missing (storage not ready, ...).",
+            },
+            "message": {"type": "string"},
+        },
+    },
+}
+SCHEMAS.update(INCIDENT_SCHEMAS)
+SCHEMAS["Summary"]["properties"]["incidents"] = _ref("IncidentSummary")
+
+
+def _body(schema: str, *, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+def _answer(schema: str, description: str, *, etag: bool = True) -> dict[str, Any]:
+    answer = _json(_ref(schema), description)
+    if etag:
+        answer["headers"] = _ETAG
+    return answer
+
+
+def _change(summary: str, operation: str, *, body: str, required: bool, ok: dict[str, Any]) -> dict[str, Any]:
+    """A POST that changes one incident (responder and above)."""
+    return {
+        "post": {
+            "summary": summary,
+            "operationId": operation,
+            "security": _SECURED,
+            "parameters": [_ID_PARAM, _IF_MATCH],
+            "requestBody": _body(body, required=required),
+            "responses": {
+                **ok,
+                "400": _BAD_REQUEST,
+                "401": _UNAUTHORIZED,
+                "403": _FORBIDDEN,
+                "404": _error("No such incident in this policy."),
+                "409": _ILLEGAL,
+                "412": _PRECONDITION_FAILED,
+                "413": _TOO_LARGE,
+                "415": _NOT_JSON,
+                "429": _RATE_LIMITED,
+                "503": _STORAGE,
+            },
+        }
+    }
+
+
+def _proposal_change(summary: str, operation: str, *, body: str, required: bool) -> dict[str, Any]:
+    item = _change(
+        summary,
+        operation,
+        body=body,
+        required=required,
+        ok={"200": _answer("ProposalAnswer", "The proposal after the change (and any decision it led to).")},
+    )
+    item["post"]["parameters"] = [_ID_PARAM, _PROPOSAL_PARAM, _IF_MATCH]
+    item["post"]["responses"]["404"] = _error("No such incident or proposal in this policy.")
+    return item
+
+
+def _read(
+    summary: str, operation: str, schema: str, parameters: list[Any], *, etag: bool = True
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "operationId": operation,
+            "security": _SECURED,
+            "parameters": parameters,
+            "responses": {
+                "200": _answer(schema, "Found.", etag=etag),
+                "401": _UNAUTHORIZED,
+                "404": _error("Not found in this policy."),
+                "429": _RATE_LIMITED,
+                "503": _STORAGE,
+            },
+        }
+    }
+
+
+def _incident_paths() -> dict[str, Any]:
+    audit = _read(
+        "An incident's audit trail, oldest first (viewer and above)",
+        "getIncidentAudit",
+        "Audit",
+        [
+            _ID_PARAM,
+            {"name": "after", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+            },
+        ],
+        etag=False,
+    )
+    audit["get"]["responses"]["400"] = _BAD_REQUEST
+    return {
+        "/v1/incidents": {
+            "post": {
+                "summary": "Report a detection: open an incident, join one, or not (responder and above)",
+                "operationId": "openIncident",
+                "security": _SECURED,
+                "requestBody": _body("OpenIncident"),
+                "responses": {
+                    "200": _json(
+                        _ref("OpenOutcome"),
+                        "Joined the active incident with this dedupKey, or not opened (sampled out, halted).",
+                    ),
+                    "201": _answer("OpenOutcome", "Opened."),
+                    "400": _BAD_REQUEST,
+                    "401": _UNAUTHORIZED,
+                    "403": _FORBIDDEN,
+                    "409": _error(
+                        "A concurrent detection with the same dedupKey was still being written; retry."
+                    ),
+                    "413": _TOO_LARGE,
+                    "415": _NOT_JSON,
+                    "422": _error("The severity is not one of the policy's."),
+                    "429": _RATE_LIMITED,
+                    "503": _STORAGE,
+                },
+            },
+            "get": {
+                "summary": "Incidents newest first, by status and severity (viewer and above)",
+                "operationId": "listIncidents",
+                "security": _SECURED,
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": {
+                            "type": "string",
+                            "pattern": f"^{_STATUS}(,{_STATUS})*$",
+                        },
+                        "description": "Comma-separated statuses (default: all).",
+                    },
+                    {
+                        "name": "severity",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 31},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                        "description": "nextCursor of the previous page.",
+                    },
+                ],
+                "responses": {
+                    "200": _json(_ref("IncidentList"), "A page of incidents."),
+                    "400": _BAD_REQUEST,
+                    "401": _UNAUTHORIZED,
+                    "422": _error("The severity is not one of the policy's."),
+                    "429": _RATE_LIMITED,
+                    "503": _STORAGE,
+                },
+            },
+        },
+        "/v1/incidents/{id}": _read(
+            "One incident (viewer and above)", "getIncident", "Incident", [_ID_PARAM]
+        ),
+        "/v1/incidents/{id}/audit": audit,
+        "/v1/incidents/{id}/acknowledge": _change(
+            "Acknowledge an open incident",
+            "acknowledgeIncident",
+            body="Empty",
+            required=False,
+            ok={"200": _answer("Incident", "Acknowledged.")},
+        ),
+        "/v1/incidents/{id}/resolve": _change(
+            "Resolve an open or acknowledged incident, with a resolution",
+            "resolveIncident",
+            body="ResolveRequest",
+            required=True,
+            ok={"200": _answer("Incident", "Resolved.")},
+        ),
+        "/v1/incidents/{id}/close": _change(
+            "Close a resolved incident (or an active one, with a resolution)",
+            "closeIncident",
+            body="CloseRequest",
+            required=False,
+            ok={"200": _answer("Incident", "Closed.")},
+        ),
+        "/v1/incidents/{id}/artifacts": _change(
+            "Attach an artifact: its record, and a presigned URL to upload it to the policy's bucket",
+            "attachArtifact",
+            body="AttachRequest",
+            required=True,
+            ok={"201": _answer("Attached", "Attached; PUT the content to upload.url with upload.headers.")},
+        ),
+        "/v1/incidents/{id}/artifacts/{artifact}": _read(
+            "A presigned URL to download an artifact (viewer and above)",
+            "getArtifact",
+            "ArtifactDownload",
+            [_ID_PARAM, _ARTIFACT_PARAM],
+            etag=False,
+        ),
+        "/v1/incidents/{id}/proposals": _change(
+            "Propose a remediation: approved at once, or by a quorum of distinct responders",
+            "proposeRemediation",
+            body="ProposeRequest",
+            required=True,
+            ok={"201": _answer("ProposalAnswer", "Proposed.")},
+        ),
+        "/v1/incidents/{id}/proposals/{proposal}": _read(
+            "A proposal, settled with its consensus workflow first when a decision is due (viewer and above)",
+            "getProposal",
+            "ProposalAnswer",
+            [_ID_PARAM, _PROPOSAL_PARAM],
+        ),
+        "/v1/incidents/{id}/proposals/{proposal}/approve": _proposal_change(
+            "Approve a proposal (not its proposer; once per responder)",
+            "approveProposal",
+            body="Empty",
+            required=False,
+        ),
+        "/v1/incidents/{id}/proposals/{proposal}/refuse": _proposal_change(
+            "Refuse a pending proposal", "refuseProposal", body="RefuseRequest", required=True
+        ),
+    }
+
+
 _NOT_READY = _error(
     "This replica's view is not current yet (starting, or cut off from Kubernetes): retry, here or "
     "on another replica.",
@@ -461,7 +993,8 @@ def _document() -> dict[str, Any]:
             "version": __version__,
             "description": (
                 "Exchanges API keys for short-lived JWTs, answers model-routing decisions under the "
-                "budget's action, records LLM usage into the budget ledger, and reports policy state. "
+                "budget's action, records LLM usage into the budget ledger, reports policy state, and "
+                "keeps the policy's incidents (lifecycle, artifacts, remediation approval). "
                 "Every credential is scoped to one IncidentPolicy."
             ),
         },
@@ -674,6 +1207,7 @@ def _document() -> dict[str, Any]:
                     },
                 }
             },
+            **_incident_paths(),
             "/v1/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -59,6 +59,12 @@ def client_config(spec: ConnectionSpec, *, botocore_retries: bool) -> Config:
     )
 
 
+def for_service(config: Config, service: str) -> Config:
+    """S3 signs with SigV4 explicitly: botocore otherwise presigns URLs (incident artifacts) with
+    SigV2 for a custom endpoint, which AWS deprecated and newer regions refuse."""
+    return config.merge(Config(signature_version="s3v4")) if service == "s3" else config
+
+
 def new_model_loader() -> Loader:
     """botocore's loader of service models. One is shared by all of an operator's sessions:
     the models are read-only JSON, and loading them per connection costs far more than a probe."""
@@ -133,7 +139,7 @@ class ClientCache:
     ) -> Any:
         """A new client from the shared factory session, with the connection's own keys (or none
         at all: ``unsigned`` for calls whose body is the credential, such as a web identity's)."""
-        config = client_config(spec, botocore_retries=botocore_retries)
+        config = for_service(client_config(spec, botocore_retries=botocore_retries), service)
         if unsigned:
             config = config.merge(Config(signature_version=UNSIGNED))
         with self._lock:
@@ -315,7 +321,7 @@ class ConnectionClients:
     def _get(self, service: str, *, botocore_retries: bool) -> Any:
         def create() -> Any:  # called under the cache's lock
             if self.session is not None:
-                config = client_config(self.spec, botocore_retries=botocore_retries)
+                config = for_service(client_config(self.spec, botocore_retries=botocore_retries), service)
                 return self.session.client(service, endpoint_url=self.spec.endpoint_url, config=config)
             return self.cache.factory_client(self.spec, service, self.keys, botocore_retries=botocore_retries)
 

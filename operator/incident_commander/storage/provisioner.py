@@ -4,6 +4,10 @@ Blocking boto3 calls: callers run these functions in a thread. Every resource
 the operator creates is tagged ``incidentcommander.io/policy = <ns>/<name>``;
 only resources carrying that tag are ever deleted, so adopted resources survive
 ``deletionPolicy: Delete``.
+
+With ``observe=True`` (``storage.managementPolicy: Observe``) nothing is created, changed or
+deleted: each resource is only looked at, reported ``Missing`` when absent and checked for drift
+when present (read-only calls only).
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ logger = logging.getLogger(__name__)
 OWNER_TAG = "incidentcommander.io/policy"
 TTL_ATTRIBUTE = "expiresAt"
 STATUS_INDEX = "by-status"
-ResourceState = Literal["Created", "Adopted", "Drifted", "Failed"]
+ResourceState = Literal["Created", "Adopted", "Drifted", "Failed", "Missing"]
+STATES = ("Created", "Adopted", "Drifted", "Failed", "Missing")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,7 +60,7 @@ class ResourceStatus:
             kind=str(data.get("kind")),
             name=str(data.get("name")),
             arn=data.get("arn"),
-            state=state if state in ("Created", "Adopted", "Drifted", "Failed") else "Failed",  # type: ignore[arg-type]
+            state=state if state in STATES else "Failed",  # type: ignore[arg-type]
             message=str(data.get("message") or ""),
         )
 
@@ -83,12 +88,24 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def ensure_table(dynamodb: Any, name: str, owner: str) -> ResourceStatus:
+def _missing(kind: str, name: str) -> ResourceStatus:
+    return ResourceStatus(
+        kind=kind,
+        name=name,
+        arn=None,
+        state="Missing",
+        message="does not exist; managementPolicy Observe creates nothing",
+    )
+
+
+def ensure_table(dynamodb: Any, name: str, owner: str, *, observe: bool = False) -> ResourceStatus:
     try:
         table = dynamodb.describe_table(TableName=name)["Table"]
     except ClientError as exc:
         if _code(exc) != "ResourceNotFoundException":
             raise
+        if observe:
+            return _missing("DynamoDBTable", name)
         table = dynamodb.create_table(
             TableName=name,
             KeySchema=[
@@ -142,12 +159,14 @@ def ensure_table(dynamodb: Any, name: str, owner: str) -> ResourceStatus:
     return _adopted("DynamoDBTable", name, table.get("TableArn"), drift)
 
 
-def ensure_stream(kinesis: Any, name: str, owner: str) -> ResourceStatus:
+def ensure_stream(kinesis: Any, name: str, owner: str, *, observe: bool = False) -> ResourceStatus:
     try:
         summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
     except ClientError as exc:
         if _code(exc) != "ResourceNotFoundException":
             raise
+        if observe:
+            return _missing("KinesisStream", name)
         kinesis.create_stream(StreamName=name, StreamModeDetails={"StreamMode": "ON_DEMAND"})
         kinesis.add_tags_to_stream(StreamName=name, Tags={OWNER_TAG: owner})
         summary = kinesis.describe_stream_summary(StreamName=name)["StreamDescriptionSummary"]
@@ -157,7 +176,7 @@ def ensure_stream(kinesis: Any, name: str, owner: str) -> ResourceStatus:
     return _adopted("KinesisStream", name, summary.get("StreamARN"), [])
 
 
-def ensure_bucket(s3: Any, name: str, owner: str, region: str) -> ResourceStatus:
+def ensure_bucket(s3: Any, name: str, owner: str, region: str, *, observe: bool = False) -> ResourceStatus:
     arn = f"arn:aws:s3:::{name}"
     try:
         s3.head_bucket(Bucket=name)
@@ -172,6 +191,8 @@ def ensure_bucket(s3: Any, name: str, owner: str, region: str) -> ResourceStatus
             )
         if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
             raise
+        if observe:
+            return _missing("S3Bucket", name)
         params: dict[str, Any] = {"Bucket": name}
         if region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -215,7 +236,7 @@ def ensure_bucket(s3: Any, name: str, owner: str, region: str) -> ResourceStatus
 
 
 def ensure_state_machine(
-    sfn: Any, names: StorageNames, region: str, account: str, owner: str
+    sfn: Any, names: StorageNames, region: str, account: str, owner: str, *, observe: bool = False
 ) -> ResourceStatus:
     arn = f"arn:aws:states:{region}:{account}:stateMachine:{names.state_machine}"
     definition = consensus_definition()
@@ -224,6 +245,8 @@ def ensure_state_machine(
     except ClientError as exc:
         if _code(exc) not in ("StateMachineDoesNotExist", "ResourceNotFound"):
             raise
+        if observe:
+            return _missing("StateMachine", names.state_machine)
         created = sfn.create_state_machine(
             name=names.state_machine,
             definition=definition,
@@ -237,10 +260,31 @@ def ensure_state_machine(
             state="Created",
             message="created",
         )
+    definition_differs = json.loads(described["definition"]) != json.loads(definition)
+    role_differs = described.get("roleArn") != names.state_machine_role_arn
+    if (definition_differs or role_differs) and not observe and _owned_state_machine(sfn, arn, owner):
+        # Ours (tagged at creation): an operator upgrade ships a new workflow, or the spec names a
+        # new role. Update in place: the ARN stays, running executions finish on the revision they
+        # started with, and there is nothing to report as drift.
+        sfn.update_state_machine(
+            stateMachineArn=arn, definition=definition, roleArn=names.state_machine_role_arn
+        )
+        return ResourceStatus(
+            kind="StateMachine",
+            name=names.state_machine,
+            arn=arn,
+            state="Created",
+            message="created; updated in place to the shipped consensus workflow",
+        )
     drift = []
-    if json.loads(described["definition"]) != json.loads(definition):
+    if definition_differs:
         drift.append("definition differs from the shipped consensus workflow")
     return _adopted("StateMachine", names.state_machine, arn, drift)
+
+
+def _owned_state_machine(sfn: Any, arn: str, owner: str) -> bool:
+    tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn).get("tags", [])}
+    return tags.get(OWNER_TAG) == owner
 
 
 def _adopted(kind: str, name: str, arn: str | None, drift: list[str]) -> ResourceStatus:
@@ -252,29 +296,38 @@ def _adopted(kind: str, name: str, arn: str | None, drift: list[str]) -> Resourc
 
 
 def ensure_all(
-    client: Callable[[str], Any], names: StorageNames, *, region: str, account: str, owner: str
+    client: Callable[[str], Any],
+    names: StorageNames,
+    *,
+    region: str,
+    account: str,
+    owner: str,
+    observe: bool = False,
 ) -> list[ResourceStatus]:
-    """Ensure every resource; one failing resource does not stop the others."""
+    """Ensure (or with ``observe`` only look at) every resource; one failing resource does not stop
+    the others."""
     steps: list[tuple[str, str, Callable[[], ResourceStatus]]] = [
         (
             "DynamoDBTable",
             names.incident_table,
-            lambda: ensure_table(client("dynamodb"), names.incident_table, owner),
+            lambda: ensure_table(client("dynamodb"), names.incident_table, owner, observe=observe),
         ),
         (
             "KinesisStream",
             names.event_stream,
-            lambda: ensure_stream(client("kinesis"), names.event_stream, owner),
+            lambda: ensure_stream(client("kinesis"), names.event_stream, owner, observe=observe),
         ),
         (
             "S3Bucket",
             names.artifact_bucket,
-            lambda: ensure_bucket(client("s3"), names.artifact_bucket, owner, region),
+            lambda: ensure_bucket(client("s3"), names.artifact_bucket, owner, region, observe=observe),
         ),
         (
             "StateMachine",
             names.state_machine,
-            lambda: ensure_state_machine(client("stepfunctions"), names, region, account, owner),
+            lambda: ensure_state_machine(
+                client("stepfunctions"), names, region, account, owner, observe=observe
+            ),
         ),
     ]
     results = []

@@ -105,6 +105,10 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
     m.usage_reports.labels(outcome="recorded").inc()
     m.reservations.labels(outcome="reserved").inc()
     m.model_calls.labels(operation="Converse", outcome="ok").inc()
+    m.observe_incident("ns", "p", "critical", to_acknowledge=30, to_resolve=600)
+    m.set_open_incidents("ns", "p", {"critical": 1})
+    m.incident_detections.labels(outcome="opened").inc()
+    m.incident_transitions.labels(action="open").inc()
     for family in operator.metrics.registry.collect():
         labels = {key for sample in family.samples for key in sample.labels} - {"le"}
         [name] = [n for n in docs if n in (family.name, family.name + "_total", family.name + "_info")]
@@ -256,7 +260,8 @@ def test_api_requests_to_1000_distinct_paths_add_no_series(operator: Operator) -
     asyncio.run(send(OBJECTS, 10))
     assert operator.series() == after_ten
     text = generate_latest(operator.metrics.registry).decode()
-    assert "policy-5" not in text and "icak_" not in text and "/v1/incidents/" not in text
+    assert "policy-5" not in text and "icak_" not in text
+    assert not re.search(r"/v1/incidents/\d", text), "a raw path became a label (templates are fine)"
 
 
 def test_no_created_series_and_the_standard_collectors(operator: Operator) -> None:
@@ -320,3 +325,32 @@ def test_metrics_endpoint_negotiates_openmetrics_and_gzip(operator: Operator) ->
     ours = 'incident_commander_reconciliations_total{kind="AwsConnection",outcome="success"} 1.0'
     assert ours in zipped  # process_* values move between scrapes; the families are the same
     assert re.findall(r"^# TYPE .*$", zipped, re.M) == re.findall(r"^# TYPE .*$", text, re.M)
+
+
+PER_SEVERITY = 27  # two histograms (10 buckets + +Inf + _count + _sum) and the open gauge
+
+
+def test_incident_series_are_per_policy_severity_and_go_with_the_severity_or_policy(
+    operator: Operator,
+) -> None:
+    m = operator.metrics
+    baseline = operator.series()
+    severities = ("critical", "high", "low")
+    for i in range(OBJECTS):
+        for severity in severities:
+            m.observe_incident(f"ns-{i % 50}", f"p-{i}", severity, to_acknowledge=12.0, to_resolve=900.0)
+        m.set_open_incidents(f"ns-{i % 50}", f"p-{i}", dict.fromkeys(severities, 2))
+    assert operator.series() == baseline + OBJECTS * len(severities) * PER_SEVERITY
+    m.retain_incident_severities("ns-0", "p-0", ("critical",))  # two severities left the spec
+    assert operator.series() == baseline + (OBJECTS * len(severities) - 2) * PER_SEVERITY
+    for i in range(OBJECTS):
+        m.forget_policy(f"ns-{i % 50}", f"p-{i}")
+    assert operator.series() == baseline
+    m.set_open_incidents("ns", "p", {"critical": 3})
+    m.clear_open_incidents()  # a replica that stops leading
+    assert (
+        m.registry.get_sample_value(
+            "incident_commander_incidents_open", {"namespace": "ns", "policy": "p", "severity": "critical"}
+        )
+        is None
+    )

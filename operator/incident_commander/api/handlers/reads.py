@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 
 from incident_commander.api.auth import admit, require_scope
 from incident_commander.api.context import ApiContext, ApiError
+from incident_commander.api.directory import PolicyView
 from incident_commander.api.routing import EffectiveRoutingView
+from incident_commander.durations import InvalidDuration, format_duration, parse_duration
+from incident_commander.incidents.model import IncidentError
+from incident_commander.incidents.service import Target
 from incident_commander.timestamps import precise_time
 
 HISTORY_LIMIT = 100
+SUMMARY_WINDOW = timedelta(hours=24)
+MAX_SUMMARY_WINDOW = timedelta(days=30)
+SUMMARY_TIMEOUT = 3.0
+"""Seconds /v1/summary waits for the incident figures (two index queries) before answering without them."""
 
 
 async def policy(request: web.Request, ctx: ApiContext) -> web.Response:
@@ -50,6 +60,7 @@ async def policy(request: web.Request, ctx: ApiContext) -> web.Response:
 
 async def summary(request: web.Request, ctx: ApiContext) -> web.Response:
     principal, view = admit(request, ctx, minimum="viewer")
+    window = _window(request)
     key = (principal.namespace, principal.policy)
     index = ctx.keyring.index(key)
     states: dict[str, int] = {"Active": 0, "Rotating": 0, "Revoked": 0}
@@ -70,8 +81,44 @@ async def summary(request: web.Request, ctx: ApiContext) -> web.Response:
             "routing": {"decisions": counts.get("decision", 0), "refusals": counts.get("refusal", 0)},
             "usageReports": counts.get("usage", 0),
             "recent": ctx.history.recent(key, 10),
+            "incidents": await incident_summary(ctx, view, window),
         }
     )
+
+
+def _window(request: web.Request) -> timedelta:
+    unknown = sorted(set(request.query) - {"window"})
+    if unknown:
+        raise ApiError(400, "InvalidQuery", f"unknown query parameter(s): {', '.join(unknown)[:200]}")
+    raw = request.query.get("window")
+    if raw is None:
+        return SUMMARY_WINDOW
+    try:
+        window = parse_duration(raw)
+    except InvalidDuration:
+        window = timedelta(0)
+    if not timedelta(minutes=1) <= window <= MAX_SUMMARY_WINDOW:
+        raise ApiError(400, "InvalidQuery", "window must be a duration from 1m to 720h, such as 24h")
+    return window
+
+
+async def incident_summary(ctx: ApiContext, view: PolicyView, window: timedelta) -> dict[str, Any]:
+    """MTTR p50/p90 per severity over the window and active incidents per severity, from the
+    policy's table (shared by every replica); why not, when the table cannot be read."""
+    answer: dict[str, Any] = {"window": format_duration(window)}
+    if ctx.incidents is None:
+        return {**answer, "error": "IncidentsUnavailable", "message": "this replica serves no incidents"}
+    target = Target(namespace=view.namespace, name=view.name, spec=view.spec)
+    try:
+        async with asyncio.timeout(SUMMARY_TIMEOUT):
+            found = await ctx.incidents.summary(target, window)
+    except IncidentError as failure:
+        return {**answer, "error": failure.reason, "message": failure.message}
+    except TimeoutError:
+        # The rest of the summary is from memory: it does not wait for a slow table.
+        message = f"the incident table did not answer within {SUMMARY_TIMEOUT:g}s"
+        return {**answer, "error": "Timeout", "message": message}
+    return {**answer, **found}
 
 
 async def history(request: web.Request, ctx: ApiContext) -> web.Response:

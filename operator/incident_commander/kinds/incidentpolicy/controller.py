@@ -22,7 +22,7 @@ import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from opentelemetry.trace import Tracer
 
@@ -79,6 +79,12 @@ class Storage(Protocol):
 
     def delete_owned(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[str]: ...
 
+    def observe(
+        self, connection: ReadyConnection, names: StorageNames, *, owner: str
+    ) -> list[ResourceStatus]:
+        """Look at the resources without creating, changing or deleting anything."""
+        ...
+
 
 class ProvisionedStorage:
     """Storage through storage/provisioner.py and the connection's clients."""
@@ -86,12 +92,31 @@ class ProvisionedStorage:
     def ensure(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[ResourceStatus]:
         return provisioner.ensure_all(connection.client, names, owner=owner, **self._where(connection))
 
+    def observe(
+        self, connection: ReadyConnection, names: StorageNames, *, owner: str
+    ) -> list[ResourceStatus]:
+        return provisioner.ensure_all(
+            connection.client,
+            names,
+            region=connection.region,
+            account=connection.account_id or DEFAULT_ACCOUNT,
+            owner=owner,
+            observe=True,
+        )
+
     def delete_owned(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[str]:
         return provisioner.delete_owned(connection.client, names, owner=owner, **self._where(connection))
 
     @staticmethod
-    def _where(connection: ReadyConnection) -> dict[str, str]:
+    def _where(connection: ReadyConnection) -> _Where:
         return {"region": connection.region, "account": connection.account_id or DEFAULT_ACCOUNT}
+
+
+class _Where(TypedDict):
+    """Where a policy's resources live: the keyword arguments of the provisioner's calls."""
+
+    region: str
+    account: str
 
 
 @dataclass(kw_only=True)
@@ -132,6 +157,21 @@ class PolicyController(Controller[Policy]):
         self._budget_state = budget_state or (lambda _namespace, _name: None)
         self._issuer = CredentialIssuer(kube, clock, integrity_key or IntegrityKeyHolder().require)
         self._storage = storage or ProvisionedStorage()
+
+    def storage_in_place(self) -> list[tuple[ObjectRef, PolicySpec]]:
+        """Policies whose AWS resources are all in place (none Failed), with their spec: where the
+        leader sweeps incidents (incidents/sweeper.py). A new leader knows them from status."""
+        found = []
+        for policy in self:
+            if not policy.storage or any(r.state in ("Failed", "Missing") for r in policy.storage):
+                continue
+            if policy.body["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                found.append((policy.ref, parse_policy_spec(policy.body.get("spec") or {})))
+            except InvalidPolicySpec:
+                continue
+        return found
 
     # -- what changes wake a policy -----------------------------------------------------------------
     def trigger(self, body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -304,15 +344,22 @@ class PolicyController(Controller[Policy]):
                     message=not_ready.describe()[:1000],
                 ), STORAGE_RETRY
             names = self._names(policy, spec, connection)
-            ensure = functools.partial(self._storage.ensure, connection, names, owner=policy.owner)
+            look = self._storage.observe if spec.observe_only else self._storage.ensure
+            ensure = functools.partial(look, connection, names, owner=policy.owner)
             policy.storage = provisioner.keep_created(
                 policy.storage, await loop.run_in_executor(self.executor, ensure)
             )
             policy.storage_generation = policy.generation
             policy.storage_checked = loop.time()
-            policy.storage_ok = all(r.state != "Failed" for r in policy.storage)
+            policy.storage_ok = all(r.state not in ("Failed", "Missing") for r in policy.storage)
         failed = [r for r in policy.storage if r.state == "Failed"]
+        missing = [r for r in policy.storage if r.state == "Missing"]
         drifted = [r for r in policy.storage if r.state == "Drifted"]
+        if missing and not failed:
+            message = "; ".join(f"{r.kind} {r.name}: {r.message}" for r in missing)
+            return Condition(
+                type="StorageReady", status="False", reason="ResourcesMissing", message=message[:1000]
+            ), STORAGE_RETRY
         if failed:
             message = "; ".join(f"{r.kind} {r.name}: {r.message}" for r in failed)
             return Condition(
@@ -343,7 +390,7 @@ class PolicyController(Controller[Policy]):
 
     async def _ensure_finalizer(self, policy: Policy, spec: PolicySpec) -> None:
         finalizers = list(policy.body["metadata"].get("finalizers") or [])
-        wanted = spec.deletion_policy == "Delete"
+        wanted = spec.deletion_policy == "Delete" and not spec.observe_only  # admission forbids both
         if wanted and FINALIZER not in finalizers:
             await asyncio.to_thread(self.kube.patch_finalizers, policy.ref, [*finalizers, FINALIZER])
         elif not wanted and FINALIZER in finalizers:
@@ -368,6 +415,10 @@ class PolicyController(Controller[Policy]):
             )
         try:
             spec = parse_policy_spec(policy.body.get("spec") or {})
+            if spec.observe_only:
+                return await self._release(
+                    policy, remaining, "Normal", "StorageDeleted", "managementPolicy Observe: nothing deleted"
+                )
             connection = self._connections.get(policy.ref.namespace, spec.connection)
             delete = functools.partial(
                 self._storage.delete_owned,

@@ -32,6 +32,7 @@ DEFAULT_MIN_DETECTION_RATE = 0.1
 DEFAULT_ROTATION_PERIOD = "720h"
 DEFAULT_GRACE_PERIOD = "24h"
 DEFAULT_DELETION_POLICY = "Retain"
+DEFAULT_MANAGEMENT_POLICY = "Manage"
 
 
 class InvalidPolicySpec(ValueError):
@@ -94,7 +95,14 @@ class PolicySpec:
     detection_rate: float = DEFAULT_DETECTION_RATE
     min_detection_rate: float = DEFAULT_MIN_DETECTION_RATE
     deletion_policy: str = DEFAULT_DELETION_POLICY
+    management_policy: str = DEFAULT_MANAGEMENT_POLICY
+    """Manage: create, adopt, update our state machine, delete with Delete. Observe: never create,
+    change or delete; report presence and drift only."""
     storage: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def observe_only(self) -> bool:
+        return self.management_policy == "Observe"
 
     @property
     def critical_severity(self) -> str | None:
@@ -175,6 +183,7 @@ def _parse(spec: Mapping[str, Any]) -> PolicySpec:
         detection_rate=float(sampling.get("detectionRate", DEFAULT_DETECTION_RATE)),
         min_detection_rate=float(sampling.get("minDetectionRate", DEFAULT_MIN_DETECTION_RATE)),
         deletion_policy=str(storage.get("deletionPolicy", DEFAULT_DELETION_POLICY)),
+        management_policy=str(storage.get("managementPolicy", DEFAULT_MANAGEMENT_POLICY)),
         storage={k: v for k, v in storage.items() if isinstance(v, str)},
     )
 

@@ -40,6 +40,7 @@ class FakeStorage:
 
     ensured: list[StorageNames] = field(default_factory=list)
     deleted: list[StorageNames] = field(default_factory=list)
+    observed: list[StorageNames] = field(default_factory=list)
     fail: Exception | None = None
 
     def ensure(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[ResourceStatus]:
@@ -56,6 +57,20 @@ class FakeStorage:
             raise self.fail
         self.deleted.append(names)
         return [names.incident_table]
+
+    def observe(
+        self, connection: ReadyConnection, names: StorageNames, *, owner: str
+    ) -> list[ResourceStatus]:
+        """Observe mode: the table exists (adopted), the stream does not."""
+        self.observed.append(names)
+        return [
+            ResourceStatus(
+                kind="DynamoDBTable", name=names.incident_table, arn="arn:t", state="Adopted", message="ok"
+            ),
+            ResourceStatus(
+                kind="KinesisStream", name=names.event_stream, arn=None, state="Missing", message="absent"
+            ),
+        ]
 
 
 @dataclass
@@ -375,3 +390,15 @@ def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> 
     assert env.kube.writes[writes:] == [], "no status write: the storage record did not change"
     assert env.status()["storage"] == recorded
     asyncio.run(restarted.close())
+
+
+def test_observe_only_looks_and_reports_what_is_missing(env: Env) -> None:
+    entry = env.observe(storage={"managementPolicy": "Observe"})
+    retry = env.run(entry)
+    assert env.storage.ensured == [] and len(env.storage.observed) == 1, "nothing created"
+    storage = env.condition("StorageReady")
+    assert (storage["status"], storage["reason"]) == ("False", "ResourcesMissing")
+    assert "KinesisStream" in storage["message"]
+    assert [r["state"] for r in env.status()["storage"]] == ["Adopted", "Missing"]
+    assert retry <= 15, "looked at again soon"
+    assert env.controller.storage_in_place() == [], "no incident sweep of incomplete storage"

@@ -83,3 +83,11 @@ def test_severities_order_names_the_critical_one() -> None:
 def test_an_unreadable_spec_is_one_clear_error(broken: dict[str, Any]) -> None:
     with pytest.raises(InvalidPolicySpec, match="spec could not be read"):
         parse_policy_spec(broken)
+
+
+def test_management_policy() -> None:
+    base = {"connectionRef": {"name": "c"}, "modelRouting": {"simpleModel": "s", "complexModel": "c"}}
+    assert parse_policy_spec(base).management_policy == "Manage"
+    assert not parse_policy_spec(base).observe_only
+    observed = parse_policy_spec({**base, "storage": {"managementPolicy": "Observe"}})
+    assert observed.observe_only
