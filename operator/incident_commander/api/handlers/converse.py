@@ -29,14 +29,12 @@ from incident_commander.api.context import (
     UsageRejected,
 )
 from incident_commander.api.directory import PolicyView
+from incident_commander.api.handlers.routing import route_and_reserve
 from incident_commander.api.principal import Principal
-from incident_commander.api.reservations import Refused, hold_json, reserve_for
+from incident_commander.api.reservations import hold_json
 from incident_commander.api.routing import (
-    HALT_STATUS,
     RouteDecision,
-    RouteRefused,
     RouteRequest,
-    decide_route,
 )
 
 logger = logging.getLogger(__name__)
@@ -266,7 +264,11 @@ async def _prepare(request: web.Request, ctx: ApiContext) -> _Call | web.Respons
         raise ApiError(
             503, "ModelsUnavailable", "this operator makes no model calls", headers={"Retry-After": "5"}
         )
-    decision = decide_route(
+    routed = await route_and_reserve(
+        ctx,
+        principal,
+        view,
+        effective,
         RouteRequest(
             policy=body.policy,
             task_type=body.task_type,
@@ -274,39 +276,13 @@ async def _prepare(request: web.Request, ctx: ApiContext) -> _Call | web.Respons
             estimated_tokens=body.estimated_input_tokens + body.max_tokens,
             severity=body.severity,
         ),
-        effective,
-        critical_severity=view.spec.critical_severity,
+        {},
+        reserve_tokens=body.estimated_input_tokens,
+        reserve_output_tokens=body.max_tokens,
     )
-    key = (principal.namespace, principal.policy)
-    entry = {
-        "at": ctx.clock(),
-        "client": principal.client,
-        "taskType": body.task_type,
-        "severity": body.severity,
-    }
-    phase = decision.budget_phase or "None"
-    if isinstance(decision, RouteRefused):
-        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
-        ctx.history.record(key, "refusal", {**entry, "reason": decision.reason})
-        return web.json_response(
-            {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
-            status=HALT_STATUS,
-        )
-    try:
-        hold = await reserve_for(
-            ctx,
-            principal,
-            view,
-            model=decision.model,
-            task_type=body.task_type,
-            severity=body.severity,
-            estimated_tokens=body.estimated_input_tokens,
-            estimated_output_tokens=body.max_tokens,
-        )
-    except Refused as refused:
-        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
-        ctx.history.record(key, "refusal", {**entry, "reason": "InsufficientBudget"})
-        return refused.response
+    if isinstance(routed, web.Response):
+        return routed
+    decision, hold, key, entry, phase = routed
     if hold is None:
         raise ApiError(
             503,

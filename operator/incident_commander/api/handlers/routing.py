@@ -3,13 +3,28 @@ of its estimated cost (api/reservations.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from incident_commander.api import bodies
 from incident_commander.api.auth import authenticate, charge, require_role, require_scope
-from incident_commander.api.context import ApiContext
+from incident_commander.api.context import ApiContext, Hold
+from incident_commander.api.directory import PolicyView
+from incident_commander.api.principal import Principal
 from incident_commander.api.reservations import Refused, hold_json, reserve_for
-from incident_commander.api.routing import HALT_STATUS, RouteRefused, RouteRequest, decide_route
+from incident_commander.api.routing import (
+    HALT_STATUS,
+    EffectiveRoutingView,
+    RouteDecision,
+    RouteRefused,
+    RouteRequest,
+    decide_route,
+)
+
+Routed = tuple[RouteDecision, Hold | None, tuple[str, str], dict[str, Any], str]
+"""A routed call: the decision, its hold (None without a budget), the history key, the history
+entry's common fields and the budget phase label."""
 
 
 async def route(request: web.Request, ctx: ApiContext) -> web.Response:
@@ -20,7 +35,11 @@ async def route(request: web.Request, ctx: ApiContext) -> web.Response:
     charge(request, ctx, principal, view, cost=1.0 / max(effective.throttle_factor, 1e-6))
     body = bodies.parsed(bodies.parse_route_body, await bodies.read_json(request, ctx))
     require_scope(request, ctx, principal, principal.namespace, body.policy)
-    decision = decide_route(
+    routed = await route_and_reserve(
+        ctx,
+        principal,
+        view,
+        effective,
         RouteRequest(
             policy=body.policy,
             task_type=body.task_type,
@@ -28,39 +47,12 @@ async def route(request: web.Request, ctx: ApiContext) -> web.Response:
             estimated_tokens=body.estimated_tokens,
             severity=body.severity,
         ),
-        effective,
-        critical_severity=view.spec.critical_severity,
+        {"complexity": body.complexity},
+        reserve_tokens=body.estimated_tokens,
     )
-    key = (principal.namespace, principal.policy)
-    entry = {
-        "at": ctx.clock(),
-        "client": principal.client,
-        "taskType": body.task_type,
-        "complexity": body.complexity,
-        "severity": body.severity,
-    }
-    phase = decision.budget_phase or "None"
-    if isinstance(decision, RouteRefused):
-        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
-        ctx.history.record(key, "refusal", {**entry, "reason": decision.reason})
-        return web.json_response(
-            {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
-            status=HALT_STATUS,
-        )
-    try:
-        hold = await reserve_for(
-            ctx,
-            principal,
-            view,
-            model=decision.model,
-            task_type=body.task_type,
-            severity=body.severity,
-            estimated_tokens=body.estimated_tokens,
-        )
-    except Refused as refused:
-        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
-        ctx.history.record(key, "refusal", {**entry, "reason": "InsufficientBudget"})
-        return refused.response
+    if isinstance(routed, web.Response):
+        return routed
+    decision, hold, key, entry, phase = routed
     ctx.metrics.route_decisions.labels(outcome="routed", budget_phase=phase).inc()
     ctx.history.record(
         key,
@@ -81,3 +73,52 @@ async def route(request: web.Request, ctx: ApiContext) -> web.Response:
             "reservation": hold_json(hold),
         }
     )
+
+
+async def route_and_reserve(
+    ctx: ApiContext,
+    principal: Principal,
+    view: PolicyView,
+    effective: EffectiveRoutingView,
+    request: RouteRequest,
+    details: dict[str, Any],
+    *,
+    reserve_tokens: int,
+    reserve_output_tokens: int | None = None,
+) -> Routed | web.Response:
+    """Decide the route and hold its estimated cost; the refusal's response (counted and kept in
+    the history) when the budget says no. ``/v1/route`` and the metered ``/v1/converse`` share this,
+    so a call is refused the same way whichever route it takes."""
+    decision = decide_route(request, effective, critical_severity=view.spec.critical_severity)
+    key = (principal.namespace, principal.policy)
+    entry = {
+        "at": ctx.clock(),
+        "client": principal.client,
+        "taskType": request.task_type,
+        **details,
+        "severity": request.severity,
+    }
+    phase = decision.budget_phase or "None"
+    if isinstance(decision, RouteRefused):
+        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
+        ctx.history.record(key, "refusal", {**entry, "reason": decision.reason})
+        return web.json_response(
+            {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
+            status=HALT_STATUS,
+        )
+    try:
+        hold = await reserve_for(
+            ctx,
+            principal,
+            view,
+            model=decision.model,
+            task_type=request.task_type,
+            severity=request.severity,
+            estimated_tokens=reserve_tokens,
+            estimated_output_tokens=reserve_output_tokens,
+        )
+    except Refused as refused:
+        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
+        ctx.history.record(key, "refusal", {**entry, "reason": "InsufficientBudget"})
+        return refused.response
+    return decision, hold, key, entry, phase
