@@ -416,6 +416,8 @@ def ensure_state_machine(
 
 
 SECURITY_POLICY_KINDS = {"network": "SearchNetworkPolicy", "encryption": "SearchEncryptionPolicy"}
+SEARCH_KINDS = ("SearchNetworkPolicy", "SearchEncryptionPolicy", "SearchCollection")
+"""The optional search collection's rows: incidents do not use them (nothing is indexed yet)."""
 
 
 def ensure_security_policy(
