@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from incident_commander.storage.provisioner import consensus_definition
+from incident_commander.storage.provisioner import OWNER_TAG, consensus_definition, derived_collection_name
 from tests.support.endpoints import MotoServer, OperatorProcess, moto_client
 from tests.support.kube import Kube, condition, wait_for, wait_for_condition
 from tests.support.policies import (
@@ -200,6 +200,61 @@ def test_unreachable_aws_does_not_block_deletion_forever(
     assert crds.get_or_none("incidentpolicy", ns, "stuck") is None
     events = crds.kubectl("get", "events", "-n", ns, "-o", "jsonpath={.items[*].reason}").stdout.split()
     assert "CleanupSkipped" in events
+
+
+def test_a_search_collection_is_provisioned_and_deleted_with_the_policy(
+    crds: Kube, operator: OperatorProcess, moto: MotoServer, connected: str
+) -> None:
+    ns = connected
+    kms = f"arn:aws:kms:us-east-1:{ACCOUNT}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    refused = crds.kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input=json.dumps(
+            policy("bad", ns, [], storage={"searchCollection": {"enabled": True, "name": "9lives"}})
+        ),
+        check=False,
+    )
+    assert refused.returncode != 0 and "searchCollection.name" in refused.stderr
+    storage = {"deletionPolicy": "Delete", "searchCollection": {"enabled": True, "kmsKeyArn": kms}}
+    crds.apply(policy("search", ns, [], storage=storage), ns)
+    obj = ready(crds, ns, "search", operator, timeout=90)
+    rows = {r["kind"]: r for r in obj["status"]["storage"]}
+    name = derived_collection_name(ns, "search")
+    for kind in ("SearchNetworkPolicy", "SearchEncryptionPolicy", "SearchCollection"):
+        assert rows[kind]["state"] == "Created" and rows[kind]["name"] == name, rows
+    aoss = moto_client(moto.url, "opensearchserverless")
+    (summary,) = aoss.list_collections(collectionFilters={"name": name})["collectionSummaries"]
+    assert rows["SearchCollection"]["arn"] == summary["arn"]
+    assert {"key": OWNER_TAG, "value": f"{ns}/search"} in aoss.list_tags_for_resource(
+        resourceArn=summary["arn"]
+    )["tags"]
+
+    # Delete: the collection goes; moto cannot delete security policies (no DeleteSecurityPolicy),
+    # so the policy waits in DeletionPending, as it would for any AWS error, until force-delete.
+    crds.kubectl("delete", "incidentpolicy", "search", "-n", ns, "--wait=false")
+    deadline = time.monotonic() + 60
+    while aoss.list_collections(collectionFilters={"name": name})["collectionSummaries"]:
+        assert time.monotonic() < deadline, operator.logs()
+        time.sleep(0.5)
+    pending = wait_for(
+        crds,
+        "incidentpolicy",
+        ns,
+        "search",
+        lambda o: (condition(o, "Ready") or {}).get("reason") == "DeletionPending",
+        timeout=60,
+        logs=operator.logs,
+    )
+    assert "ClientError" in condition(pending, "Ready")["message"]  # type: ignore[index]
+    crds.kubectl("annotate", "incidentpolicy", "search", "-n", ns, "incidentcommander.io/force-delete=true")
+    deadline = time.monotonic() + 30
+    while crds.get_or_none("incidentpolicy", ns, "search") is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert crds.get_or_none("incidentpolicy", ns, "search") is None
 
 
 def test_rotation_by_annotation_keeps_the_old_key_for_the_grace_period(

@@ -8,12 +8,19 @@ only resources carrying that tag are ever deleted, so adopted resources survive
 With ``observe=True`` (``storage.managementPolicy: Observe``) nothing is created, changed or
 deleted: each resource is only looked at, reported ``Missing`` when absent and checked for drift
 when present (read-only calls only).
+
+The optional OpenSearch Serverless collection (``storage.searchCollection``) comes with its network
+and encryption security policies. Security policies take no tags: ours carry the owner mark in
+their description instead, and only those are deleted.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -30,6 +37,28 @@ ResourceState = Literal["Created", "Adopted", "Drifted", "Failed", "Missing"]
 STATES = ("Created", "Adopted", "Drifted", "Failed", "Missing")
 
 
+SEARCH_COLLECTION_MAX = 32
+"""OpenSearch Serverless: collection and security policy names are 3-32 characters, [a-z0-9-],
+starting with a letter."""
+SEARCH_NAME = re.compile(r"^[a-z][a-z0-9-]{2,31}$")
+SEARCH_COLLECTION_TYPE = "SEARCH"
+AWS_OWNED_KEY = "auto"
+"""What OpenSearch Serverless reports as a collection's ``kmsKeyArn`` under an AWS-owned key."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchCollection:
+    """``spec.storage.searchCollection`` when enabled: one OpenSearch Serverless collection with an
+    encryption and a network security policy, all three under ``name``."""
+
+    name: str
+    kms_key_arn: str | None = None
+    """A customer managed KMS key; None means the AWS-owned key (moto cannot emulate that)."""
+    vpc_endpoints: tuple[str, ...] = ()
+    """OpenSearch Serverless VPC endpoints allowed to reach the collection; none means the
+    public endpoint (requests still need SigV4 and a data access policy)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class StorageNames:
     incident_table: str
@@ -37,6 +66,7 @@ class StorageNames:
     artifact_bucket: str
     state_machine: str
     state_machine_role_arn: str
+    search: SearchCollection | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +107,109 @@ def keep_created(
         else r
         for r in current
     ]
+
+
+def derived_collection_name(namespace: str, policy: str) -> str:
+    """A collection name for ``<namespace>/<policy>`` within OpenSearch Serverless's 32 characters.
+
+    The readable part (``ic-`` and the namespace and policy, cut to fit) cannot tell policies apart
+    once cut, nor ``a-b/c`` from ``a/b-c``; the 8 hex digits of a hash of ``<namespace>/<policy>``
+    do, so two policies never derive the same name (which would make one adopt the other's
+    collection). Pure."""
+    readable = re.sub(r"[^a-z0-9-]+", "-", f"{namespace}-{policy}".lower())
+    digest = hashlib.sha256(f"{namespace}/{policy}".encode()).hexdigest()[:8]
+    room = SEARCH_COLLECTION_MAX - len("ic-") - len("-") - len(digest)
+    readable = readable[:room].strip("-")
+    return f"ic-{readable}-{digest}" if readable else f"ic-{digest}"
+
+
+def owner_description(owner: str) -> str:
+    """The ownership mark of a security policy we created: security policies take no tags, so it
+    goes into their description."""
+    return f"{OWNER_TAG}={owner}"
+
+
+def encryption_policy_document(search: SearchCollection) -> dict[str, Any]:
+    """The encryption security policy for the collection (AWS requires one before CreateCollection)."""
+    document: dict[str, Any] = {
+        "Rules": [{"ResourceType": "collection", "Resource": [f"collection/{search.name}"]}]
+    }
+    if search.kms_key_arn:
+        document["KmsARN"] = search.kms_key_arn
+    else:
+        document["AWSOwnedKey"] = True
+    return document
+
+
+def network_policy_document(search: SearchCollection) -> list[dict[str, Any]]:
+    """The network security policy: the VPC endpoints named, or the public endpoint without any."""
+    rule: dict[str, Any] = {
+        "Rules": [
+            {"ResourceType": "collection", "Resource": [f"collection/{search.name}"]},
+            {"ResourceType": "dashboard", "Resource": [f"collection/{search.name}"]},
+        ],
+    }
+    if search.vpc_endpoints:
+        rule["AllowFromPublic"] = False
+        rule["SourceVPCEs"] = list(search.vpc_endpoints)
+    else:
+        rule["AllowFromPublic"] = True
+    return [rule]
+
+
+def _covers(rules: Sequence[Mapping[str, Any]], collection: str, resource_type: str = "collection") -> bool:
+    target = f"collection/{collection}"
+    return any(
+        rule.get("ResourceType") == resource_type
+        and any(fnmatch.fnmatchcase(target, str(pattern)) for pattern in rule.get("Resource") or [])
+        for rule in rules
+    )
+
+
+def encryption_drift(document: Any, search: SearchCollection) -> list[str]:
+    """What differs between an existing encryption policy and the one we would write. Pure."""
+    if not isinstance(document, Mapping):
+        return ["the encryption policy is not a JSON object"]
+    drift = []
+    if not _covers(document.get("Rules") or [], search.name):
+        drift.append(f"encryption policy does not cover collection/{search.name}")
+    if search.kms_key_arn:
+        if document.get("KmsARN") != search.kms_key_arn:
+            drift.append(f"encryption key is {document.get('KmsARN') or 'the AWS-owned key'}, not the spec's")
+    elif not document.get("AWSOwnedKey"):
+        drift.append("encryption uses a customer key, not the AWS-owned key")
+    return drift
+
+
+def network_drift(document: Any, search: SearchCollection) -> list[str]:
+    """What differs between an existing network policy and the one we would write. Pure."""
+    rules = [r for r in document if isinstance(r, Mapping)] if isinstance(document, list) else []
+    covering = [r for r in rules if _covers(r.get("Rules") or [], search.name)]
+    if not covering:
+        return [f"network policy does not cover collection/{search.name}"]
+    rule = covering[0]
+    public = bool(rule.get("AllowFromPublic"))
+    if search.vpc_endpoints:
+        drift = []
+        if public:
+            drift.append("the collection is reachable from the public endpoint")
+        if set(rule.get("SourceVPCEs") or []) != set(search.vpc_endpoints):
+            drift.append(f"VPC endpoints are {sorted(rule.get('SourceVPCEs') or [])}, not the spec's")
+        return drift
+    if not public:
+        return ["public access is off but the spec names no VPC endpoint"]
+    return []
+
+
+def collection_drift(detail: Mapping[str, Any], search: SearchCollection) -> list[str]:
+    """What differs between an existing collection and what the spec asks for. Pure."""
+    drift = []
+    if detail.get("type") != SEARCH_COLLECTION_TYPE:
+        drift.append(f"type is {detail.get('type')}, not {SEARCH_COLLECTION_TYPE}")
+    wanted = search.kms_key_arn or AWS_OWNED_KEY
+    if detail.get("kmsKeyArn") and detail.get("kmsKeyArn") != wanted:
+        drift.append(f"encrypted with {detail.get('kmsKeyArn')}, not {wanted}")
+    return drift
 
 
 def consensus_definition() -> str:
@@ -282,6 +415,149 @@ def ensure_state_machine(
     return _adopted("StateMachine", names.state_machine, arn, drift)
 
 
+SECURITY_POLICY_KINDS = {"network": "SearchNetworkPolicy", "encryption": "SearchEncryptionPolicy"}
+SEARCH_KINDS = ("SearchNetworkPolicy", "SearchEncryptionPolicy", "SearchCollection")
+"""The optional search collection's rows: incidents do not use them (nothing is indexed yet)."""
+
+
+def ensure_security_policy(
+    aoss: Any,
+    search: SearchCollection,
+    policy_type: Literal["network", "encryption"],
+    owner: str,
+    *,
+    observe: bool = False,
+) -> ResourceStatus:
+    """The collection's network or encryption policy: ours by name, or any that applies to it.
+
+    A policy of someone else's that already covers the collection is adopted (AWS would refuse a
+    second encryption policy for it anyway). Our own network policy (marked in its description) is
+    updated in place when the spec's VPC endpoints change; an encryption policy never is (AWS
+    applies it only to collections created after the change)."""
+    kind = SECURITY_POLICY_KINDS[policy_type]
+    wanted: Any
+    if policy_type == "network":
+        wanted, drift_of = network_policy_document(search), network_drift
+    else:
+        wanted, drift_of = encryption_policy_document(search), encryption_drift
+    found = _security_policy_for(aoss, search.name, policy_type)
+    if found is None:
+        if observe:
+            return _missing(kind, search.name)
+        aoss.create_security_policy(
+            name=search.name,
+            type=policy_type,
+            description=owner_description(owner),
+            policy=json.dumps(wanted),
+        )
+        return ResourceStatus(kind=kind, name=search.name, arn=None, state="Created", message="created")
+    name = str(found["name"])
+    drift = drift_of(found.get("policy"), search)
+    ours = found.get("description") == owner_description(owner)
+    if drift and ours and not observe and policy_type == "network":
+        aoss.update_security_policy(
+            name=name,
+            type=policy_type,
+            policyVersion=found["policyVersion"],
+            description=owner_description(owner),
+            policy=json.dumps(wanted),
+        )
+        return ResourceStatus(
+            kind=kind, name=name, arn=None, state="Created", message="created; updated in place to the spec"
+        )
+    return _adopted(kind, name, None, drift)
+
+
+def _security_policy_for(aoss: Any, collection: str, policy_type: str) -> dict[str, Any] | None:
+    """Ours (named after the collection), else the first one that applies to the collection."""
+    try:
+        return dict(aoss.get_security_policy(name=collection, type=policy_type)["securityPolicyDetail"])
+    except ClientError as exc:
+        if _code(exc) != "ResourceNotFoundException":
+            raise
+    summaries = aoss.list_security_policies(type=policy_type, resource=[f"collection/{collection}"]).get(
+        "securityPolicySummaries", []
+    )
+    if not summaries:
+        return None
+    name = sorted(str(s["name"]) for s in summaries)[0]
+    return dict(aoss.get_security_policy(name=name, type=policy_type)["securityPolicyDetail"])
+
+
+def _collection_summary(aoss: Any, name: str) -> dict[str, Any] | None:
+    summaries = aoss.list_collections(collectionFilters={"name": name}).get("collectionSummaries", [])
+    return next((dict(s) for s in summaries if s.get("name") == name), None)
+
+
+def ensure_collection(
+    aoss: Any, search: SearchCollection, owner: str, *, observe: bool = False
+) -> ResourceStatus:
+    """The OpenSearch Serverless collection (type SEARCH), tagged as the policy's when created.
+    Its security policies must exist first: ensure_all runs them before it."""
+    kind = "SearchCollection"
+    summary = _collection_summary(aoss, search.name)
+    if summary is None:
+        if observe:
+            return _missing(kind, search.name)
+        created = aoss.create_collection(
+            name=search.name,
+            type=SEARCH_COLLECTION_TYPE,
+            description=f"incidents of {owner}",
+            tags=[{"key": OWNER_TAG, "value": owner}],
+        )["createCollectionDetail"]
+        status = created.get("status")
+        message = "created" if status in (None, "ACTIVE") else f"created; {status}"
+        return ResourceStatus(
+            kind=kind, name=search.name, arn=created.get("arn"), state="Created", message=message
+        )
+    details = aoss.batch_get_collection(ids=[summary["id"]]).get("collectionDetails", [])
+    detail = next((d for d in details if d.get("id") == summary["id"]), summary)
+    status = detail.get("status")
+    if status in ("FAILED", "DELETING"):
+        return ResourceStatus(
+            kind=kind,
+            name=search.name,
+            arn=detail.get("arn"),
+            state="Failed",
+            message=f"collection is {status}",
+        )
+    return _adopted(kind, search.name, detail.get("arn"), collection_drift(detail, search))
+
+
+class SearchCollectionDeleting(RuntimeError):
+    """The collection is being deleted; its security policies are deleted on a later attempt."""
+
+
+def delete_owned_search(aoss: Any, search: SearchCollection, owner: str) -> list[str]:
+    """Delete the collection and the security policies this policy created; return what was deleted.
+
+    A collection that exists but is not ours is left, and so are the policies under its name,
+    which may be what encrypts or admits it. AWS deletes a collection asynchronously: while it is
+    listed, SearchCollectionDeleting is raised so the caller's deletion window retries."""
+    deleted: list[str] = []
+    summary = _collection_summary(aoss, search.name)
+    if summary is not None:
+        tags = aoss.list_tags_for_resource(resourceArn=summary["arn"]).get("tags", [])
+        if {t["key"]: t["value"] for t in tags}.get(OWNER_TAG) != owner:
+            return deleted
+        if summary.get("status") != "DELETING":
+            aoss.delete_collection(id=summary["id"])
+            deleted.append(search.name)
+        if _collection_summary(aoss, search.name) is not None:
+            raise SearchCollectionDeleting(f"collection {search.name} is still being deleted")
+    for policy_type in ("network", "encryption"):
+        try:
+            found = aoss.get_security_policy(name=search.name, type=policy_type)["securityPolicyDetail"]
+        except ClientError as exc:
+            if _code(exc) != "ResourceNotFoundException":
+                raise
+            continue
+        if found.get("description") == owner_description(owner):
+            aoss.delete_security_policy(name=search.name, type=policy_type)
+            deleted.append(f"{search.name} ({policy_type} policy)")
+    return deleted
+
+
 def _owned_state_machine(sfn: Any, arn: str, owner: str) -> bool:
     tags = {t["key"]: t["value"] for t in sfn.list_tags_for_resource(resourceArn=arn).get("tags", [])}
     return tags.get(OWNER_TAG) == owner
@@ -330,6 +606,31 @@ def ensure_all(
             ),
         ),
     ]
+    if names.search is not None:
+        search = names.search
+        # Network before encryption: moto's CreateCollection reads the KMS key from the last policy
+        # created for the collection. AWS needs the encryption policy before the collection.
+        steps += [
+            (
+                "SearchNetworkPolicy",
+                search.name,
+                lambda: ensure_security_policy(
+                    client("opensearchserverless"), search, "network", owner, observe=observe
+                ),
+            ),
+            (
+                "SearchEncryptionPolicy",
+                search.name,
+                lambda: ensure_security_policy(
+                    client("opensearchserverless"), search, "encryption", owner, observe=observe
+                ),
+            ),
+            (
+                "SearchCollection",
+                search.name,
+                lambda: ensure_collection(client("opensearchserverless"), search, owner, observe=observe),
+            ),
+        ]
     results = []
     for kind, name, step in steps:
         try:
@@ -395,4 +696,6 @@ def delete_owned(
     except ClientError as exc:
         if _code(exc) not in ("StateMachineDoesNotExist", "ResourceNotFound"):
             raise
+    if names.search is not None:  # last: it may raise SearchCollectionDeleting for a retry
+        deleted += delete_owned_search(client("opensearchserverless"), names.search, owner)
     return deleted

@@ -160,10 +160,13 @@ class PolicyController(Controller[Policy]):
 
     def storage_in_place(self) -> list[tuple[ObjectRef, PolicySpec]]:
         """Policies whose AWS resources are all in place (none Failed), with their spec: where the
-        leader sweeps incidents (incidents/sweeper.py). A new leader knows them from status."""
+        leader sweeps incidents (incidents/sweeper.py). A new leader knows them from status.
+        The search collection's rows do not count: incidents are not indexed there, so a failing
+        collection (StorageReady says so) does not stop the sweep of the policy's incidents."""
         found = []
         for policy in self:
-            if not policy.storage or any(r.state in ("Failed", "Missing") for r in policy.storage):
+            used = [r for r in policy.storage if r.kind not in provisioner.SEARCH_KINDS]
+            if not used or any(r.state in ("Failed", "Missing") for r in used):
                 continue
             if policy.body["metadata"].get("deletionTimestamp"):
                 continue

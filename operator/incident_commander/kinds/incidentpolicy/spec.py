@@ -18,7 +18,7 @@ from incident_commander.budget.model import BudgetState
 from incident_commander.credentials.api_keys import ClientSpec
 from incident_commander.credentials.signing import Algorithm
 from incident_commander.durations import parse_duration
-from incident_commander.storage.provisioner import StorageNames
+from incident_commander.storage.provisioner import SearchCollection, StorageNames, derived_collection_name
 
 DEFAULT_ISSUER = "incident-commander"
 DEFAULT_AUDIENCE = "incident-commander-api"
@@ -83,6 +83,16 @@ DEFAULT_SEVERITIES = (
 
 
 @dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """``spec.storage.searchCollection``: an optional OpenSearch Serverless collection."""
+
+    enabled: bool = False
+    name: str | None = None
+    kms_key_arn: str | None = None
+    vpc_endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class PolicySpec:
     connection: str
     budget: str | None
@@ -99,6 +109,7 @@ class PolicySpec:
     """Manage: create, adopt, update our state machine, delete with Delete. Observe: never create,
     change or delete; report presence and drift only."""
     storage: Mapping[str, str] = field(default_factory=dict)
+    search: SearchSettings = field(default_factory=SearchSettings)
 
     @property
     def observe_only(self) -> bool:
@@ -123,6 +134,13 @@ class PolicySpec:
             state_machine=self.storage.get("stateMachine") or f"{base}-consensus"[:80],
             state_machine_role_arn=self.storage.get("stateMachineRoleArn")
             or f"arn:aws:iam::{account}:role/incident-commander-consensus",
+            search=SearchCollection(
+                name=self.search.name or derived_collection_name(namespace, policy),
+                kms_key_arn=self.search.kms_key_arn,
+                vpc_endpoints=self.search.vpc_endpoints,
+            )
+            if self.search.enabled
+            else None,
         )
 
 
@@ -142,6 +160,7 @@ def _parse(spec: Mapping[str, Any]) -> PolicySpec:
     sampling = spec.get("sampling") or {}
     storage = spec.get("storage") or {}
     severities = spec.get("severities")
+    search = storage.get("searchCollection") or {}
     return PolicySpec(
         connection=str(spec["connectionRef"]["name"]),
         budget=(spec.get("budgetRef") or {}).get("name"),
@@ -185,6 +204,12 @@ def _parse(spec: Mapping[str, Any]) -> PolicySpec:
         deletion_policy=str(storage.get("deletionPolicy", DEFAULT_DELETION_POLICY)),
         management_policy=str(storage.get("managementPolicy", DEFAULT_MANAGEMENT_POLICY)),
         storage={k: v for k, v in storage.items() if isinstance(v, str)},
+        search=SearchSettings(
+            enabled=bool(search.get("enabled", False)),
+            name=search.get("name") or None,
+            kms_key_arn=search.get("kmsKeyArn") or None,
+            vpc_endpoints=tuple(str(v) for v in search.get("vpcEndpoints") or ()),
+        ),
     )
 
 

@@ -402,3 +402,42 @@ def test_observe_only_looks_and_reports_what_is_missing(env: Env) -> None:
     assert [r["state"] for r in env.status()["storage"]] == ["Adopted", "Missing"]
     assert retry <= 15, "looked at again soon"
     assert env.controller.storage_in_place() == [], "no incident sweep of incomplete storage"
+
+
+@dataclass
+class FailingSearchStorage(FakeStorage):
+    """The table and stream are created; the search collection fails (no aoss permissions, say)."""
+
+    def ensure(self, connection: ReadyConnection, names: StorageNames, *, owner: str) -> list[ResourceStatus]:
+        assert names.search is not None, "searchCollection.enabled reaches the storage names"
+        return [
+            *super().ensure(connection, names, owner=owner),
+            ResourceStatus(
+                kind="SearchCollection",
+                name=names.search.name,
+                arn=None,
+                state="Failed",
+                message="AccessDenied",
+            ),
+        ]
+
+
+def test_a_failing_search_collection_is_reported_but_does_not_stop_the_incident_sweep() -> None:
+    kube, connections, storage = FakeKube(), FakeConnections(), FailingSearchStorage()
+    controller = PolicyController(
+        start_workers=False,
+        kube=kube,  # type: ignore[arg-type]
+        connections=connections,
+        metrics=OperatorMetrics(),
+        clock=lambda: NOW,
+        integrity_key=IntegrityKeyHolder(KEY).require,
+        storage=storage,
+    )
+    connections.ready(NS)
+    env = Env(kube=kube, connections=connections, storage=storage, controller=controller, budgets={})
+    env.run(env.observe(storage={"searchCollection": {"enabled": True}}))
+    ready = env.condition("StorageReady")
+    assert (ready["status"], ready["reason"]) == ("False", "ProvisioningFailed")
+    assert "SearchCollection" in ready["message"] and "AccessDenied" in ready["message"]
+    assert [ref.name for ref, _spec in controller.storage_in_place()] == ["p"]
+    asyncio.run(controller.close())

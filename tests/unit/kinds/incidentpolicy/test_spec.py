@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 from incident_commander.kinds.incidentpolicy import spec as policy_spec
 from incident_commander.kinds.incidentpolicy.spec import InvalidPolicySpec, parse_policy_spec
+from incident_commander.storage.provisioner import SEARCH_NAME, derived_collection_name
 
 CRD = Path(__file__).resolve().parents[4] / "crds" / "incidentpolicy.yaml"
 MINIMAL = {"connectionRef": {"name": "conn"}, "modelRouting": {"simpleModel": "s", "complexModel": "c"}}
@@ -91,3 +93,41 @@ def test_management_policy() -> None:
     assert not parse_policy_spec(base).observe_only
     observed = parse_policy_spec({**base, "storage": {"managementPolicy": "Observe"}})
     assert observed.observe_only
+
+
+def test_the_search_collection_is_off_by_default_as_in_the_crd() -> None:
+    search = schema()["storage"]["properties"]["searchCollection"]["properties"]
+    assert search["enabled"]["default"] is policy_spec.SearchSettings().enabled is False
+    names = parse_policy_spec(MINIMAL).storage_names(namespace="team", policy="prod", account="123456789012")
+    assert names.search is None
+
+
+def test_an_enabled_search_collection_gets_a_derived_name_and_the_spec_settings() -> None:
+    kms = "arn:aws:kms:us-east-1:123456789012:key/k-1"
+    parsed = parse_policy_spec(
+        {
+            **MINIMAL,
+            "storage": {
+                "searchCollection": {"enabled": True, "kmsKeyArn": kms, "vpcEndpoints": ["vpce-1", "vpce-2"]}
+            },
+        }
+    )
+    names = parsed.storage_names(namespace="team", policy="prod", account="123456789012")
+    assert names.search is not None
+    assert (
+        names.search.name.startswith("ic-team-prod-") and len(names.search.name) == len("ic-team-prod-") + 8
+    )
+    assert names.search.kms_key_arn == kms and names.search.vpc_endpoints == ("vpce-1", "vpce-2")
+    named = parse_policy_spec(
+        {**MINIMAL, "storage": {"searchCollection": {"enabled": True, "name": "incidents"}}}
+    ).storage_names(namespace="team", policy="prod", account="123456789012")
+    assert named.search is not None and named.search.name == "incidents" and named.search.kms_key_arn is None
+    disabled = parse_policy_spec({**MINIMAL, "storage": {"searchCollection": {"name": "incidents"}}})
+    assert disabled.storage_names(namespace="team", policy="prod", account="1").search is None
+
+
+def test_the_crd_patterns_accept_derived_collection_names() -> None:
+    pattern = schema()["storage"]["properties"]["searchCollection"]["properties"]["name"]["pattern"]
+    assert pattern == SEARCH_NAME.pattern
+    for namespace, policy in [("a", "b"), ("x" * 63, "y" * 253), ("1ns", "p.q"), ("team", "prod")]:
+        assert re.fullmatch(pattern, derived_collection_name(namespace, policy))
