@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -339,7 +339,7 @@ class RecordingStorage(FakeStorage):
         self.ensured.append(names)
         found = []
         for kind, name in (("DynamoDBTable", names.incident_table), ("KinesisStream", names.event_stream)):
-            state = "Adopted" if name in self.existing else "Created"
+            state: Literal["Adopted", "Created"] = "Adopted" if name in self.existing else "Created"
             self.existing.add(name)
             found.append(
                 ResourceStatus(kind=kind, name=name, arn=f"arn:{name}", state=state, message=state.lower())
