@@ -14,9 +14,10 @@ import json
 import signal
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -364,6 +365,22 @@ def test_usage_on_any_replica_counts_once_and_a_halt_reaches_every_replica_withi
 
 def test_a_restart_under_a_halt_allows_no_route_and_writes_no_unchanged_status(cluster: Cluster) -> None:
     assert route(cluster.replicas[0].url, cluster.keys["agent"]) == 402, "the previous test left a Halt"
+    # The previous test's critical calls took reservations: their figures reach the budget's status
+    # in the leader's next pass. Let that write land first; every write after the restart is churn.
+    settled = datetime.now(UTC)
+
+    def status_quiet_for_3s() -> bool:
+        nonlocal settled
+        for event in cluster.audit():
+            if (
+                event.get("verb") in WRITES
+                and (event.get("objectRef") or {}).get("subresource") == "status"
+                and _time(event["stageTimestamp"]) > settled
+            ):
+                settled = _time(event["stageTimestamp"])
+        return datetime.now(UTC) - settled > timedelta(seconds=3)
+
+    wait(status_quiet_for_3s, 60, "no status write for 3 s", step=0.5)
     replica = cluster.leader()
     assert replica is not None and replica.process is not None
     since = datetime.now(UTC)
@@ -375,7 +392,9 @@ def test_a_restart_under_a_halt_allows_no_route_and_writes_no_unchanged_status(c
     while time.monotonic() < deadline:
         statuses.append(route(replica.url, cluster.keys["agent"]))
     assert 200 not in statuses, "a restarted replica routed under a Halt"
-    assert 402 in statuses and set(statuses) <= {402, 503}, set(statuses)
+    # Refusals only: 503 while it starts, then the Halt's 402 (or 429: under a Halt each routing
+    # request costs the rate limit 1/factor tokens, and this loop asks as fast as it can).
+    assert 402 in statuses and set(statuses) <= {402, 429, 503}, set(statuses)
     status_writes = [
         event
         for event in cluster.audit()
@@ -442,20 +461,36 @@ def test_the_rate_limit_holds_in_total_across_three_replicas(cluster: Cluster) -
         headers = {"Authorization": f"ApiKey {cluster.keys['agent']}"}
         async with aiohttp.ClientSession() as session:
             started = time.monotonic()
-            index = 0
-            while time.monotonic() - started < 3:  # ten times the allowed rate, round robin
-                replica = cluster.replicas[index % 3]
-                index += 1
-                async with session.post(f"{replica.url}/v1/route", json=body, headers=headers) as response:
-                    statuses.append(response.status)
-                await asyncio.sleep(max(0.0, started + index / 200 - time.monotonic()))
-            return statuses, time.monotonic() - started
+            sent = 0
+            last_sent = 0.0
 
-    statuses, elapsed = asyncio.run(overload())
+            async def sender() -> None:
+                # Ten times the allowed rate, round robin over the replicas. Several senders: an
+                # answered /v1/route takes a reservation (a DynamoDB write), tens of ms on a busy
+                # machine, so one sender alone could not ask fast enough.
+                nonlocal sent, last_sent
+                while time.monotonic() - started < 3:
+                    last_sent = time.monotonic() - started
+                    index = sent
+                    sent += 1
+                    replica = cluster.replicas[index % 3]
+                    async with session.post(
+                        f"{replica.url}/v1/route", json=body, headers=headers
+                    ) as response:
+                        statuses.append(response.status)
+                    await asyncio.sleep(max(0.0, started + sent / 200 - time.monotonic()))
+
+            await asyncio.gather(*(sender() for _ in range(16)))
+            return statuses, last_sent
+
+    # The window runs from the first request sent to the last (answers still in flight after it
+    # are not time in which more could have been accepted).
+    statuses, window = asyncio.run(overload())
     accepted = statuses.count(200)
-    allowed = burst + per_minute / 60 * elapsed
-    assert statuses.count(429) > len(statuses) / 2, "the overload was not an overload"
-    assert abs(accepted - allowed) <= 0.10 * allowed, (accepted, allowed, elapsed)
+    allowed = burst + per_minute / 60 * window
+    seen = Counter(statuses)
+    assert statuses.count(429) > len(statuses) / 2, ("the overload was not an overload", seen)
+    assert abs(accepted - allowed) <= 0.10 * allowed, (accepted, allowed, window, seen)
 
 
 def test_two_operators_sharding_namespaces_do_not_interfere(tmp_path: Path) -> None:
