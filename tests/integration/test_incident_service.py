@@ -168,7 +168,7 @@ def test_the_sweep_publishes_what_a_crash_left_in_the_outbox_and_starts_a_missin
     storage.store.commit(later)  # ... and died before starting the proposal's execution
     assert world.agree(incident.id), "the crash left something to repair"
     done = world.run(world.service.sweep(world.target, count=True))
-    assert done == {"published": 2, "settled": 0}
+    assert done == {"published": 2, "settled": 0, "unsettled": 1}  # the proposal waits for approvals
     assert world.agree(incident.id) == []
     assert storage.consensus.describe("prop-00000000000000aa") is not None, "the sweep started it"
     assert (

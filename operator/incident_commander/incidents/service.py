@@ -169,6 +169,9 @@ class IncidentService:
         self._token_wait = token_wait
         self._decision_wait = decision_wait
         self._log = SampledLog(logger, per_window=10, window=60.0)
+        self.written: Callable[[str, str], None] = lambda namespace, policy: None
+        """Called with a policy's namespace and name after this process committed a change to one
+        of its incidents (the sweeper looks at that policy again soon)."""
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -194,16 +197,16 @@ class IncidentService:
         return Storage(
             store=IncidentStore(
                 dynamodb=connection.client("dynamodb"),
-                kinesis=connection.client("kinesis"),
+                kinesis=_Deferred(lambda: connection.client("kinesis")),
                 table=names.incident_table,
                 stream=names.event_stream,
             ),
             consensus=Consensus(
-                sfn=connection.client("stepfunctions"),
+                sfn=_Deferred(lambda: connection.client("stepfunctions")),
                 state_machine_arn=state_machine,
                 table=names.incident_table,
             ),
-            s3=connection.client("s3"),
+            s3=_Deferred(lambda: connection.client("s3")),
             bucket=names.artifact_bucket,
         )
 
@@ -248,6 +251,7 @@ class IncidentService:
         span.set_attribute("incidentcommander.incident.severity", change.incident.severity)
         span.set_attribute("incidentcommander.incident.status", change.incident.status)
         self.metrics.incident_transitions.labels(action=change.action).inc()
+        self.written(target.namespace, target.name)
         if change.time_to_acknowledge is not None or change.time_to_resolve is not None:
             self.metrics.retain_incident_severities(
                 target.namespace, target.name, tuple(s.name for s in target.spec.severities)
@@ -765,13 +769,16 @@ class IncidentService:
 
     async def sweep(self, target: Target, *, count: bool) -> dict[str, int]:
         """What a crash or a timeout left: publish pending events, settle proposals; with ``count``
-        also set the open-incidents gauge. Run by the leader (incidents/sweeper.py)."""
+        also set the open-incidents gauge. Run by the leader (incidents/sweeper.py). ``unsettled``
+        counts the proposals still open (settled or not by this sweep), so the sweeper knows the
+        policy is not quiet."""
         storage = self.storage(target)
         published = 0
         for incident_id in await self._run(storage.store.unpublished):
             published += await self._run(storage.store.flush, incident_id)
         settled = 0
-        for incident_id, proposal_id in await self._run(storage.store.unsettled_proposals):
+        unsettled = await self._run(storage.store.unsettled_proposals)
+        for incident_id, proposal_id in unsettled:
             incident = await self._read(storage.store, incident_id)
             proposal = incident.proposal(proposal_id) if incident else None
             if proposal is None or proposal.signalled:
@@ -792,7 +799,22 @@ class IncidentService:
             self.metrics.set_open_incidents(
                 target.namespace, target.name, {s.name: counts.get(s.name, 0) for s in target.spec.severities}
             )
-        return {"published": published, "settled": settled}
+        return {"published": published, "settled": settled, "unsettled": len(unsettled)}
+
+
+class _Deferred:
+    """A connection's client fetched on its first use. A sweep of a quiet policy and most requests
+    need only DynamoDB, and a fetch can mean building a client (the connections' client cache is
+    bounded): at 1,000 policies, fetching all four each sweep rebuilt clients all the time."""
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._fetch()
+        return getattr(self._client, name)
 
 
 def _proposal(incident: Incident, proposal_id: str) -> Proposal:
