@@ -210,8 +210,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -404,6 +412,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     "kube-apiserver": plane.processes["kube-apiserver"].pid,
                     "etcd": plane.processes["etcd"].pid,
                 }
+                rss_start = rss_mb(pids["operator"])  # started, ready, no objects yet: the fixed base
                 started = time.monotonic()
 
                 def converge() -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
@@ -449,6 +458,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             "cpu_ratio_to_floor": cpu_total / floor["cpu_total_s"],
             "process_cpu_ratio_to_floor": cpu["operator"] / floor["cpu_s"]["floor"],
             "operator_peak_rss_mb": rss_peak,
+            "operator_rss_mb_at_start": rss_start,
             "operator_peak_rss_mb_at_convergence": rss_converged,
             "aws_client_builds": client_builds,
             "writes": dict(writes),
@@ -483,7 +493,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"({cpu_total:.1f} / {floor['cpu_total_s']:.1f} CPU-s; reconciler process alone "
         f"{results['process_cpu_ratio_to_floor']:.2f})"
     )
-    print(f"operator peak RSS               {rss_peak:8.1f} MB")
+    print(f"operator peak RSS               {rss_peak:8.1f} MB ({rss_start:.1f} MB at start, no objects)")
     print(f"boto3 clients built             {client_builds:8.0f}")
     print(
         f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
