@@ -22,7 +22,8 @@ API key. Then wrk (Debian package ``wrk``, ``bash bench/install-wrk.sh``) loads,
   writes with bare clients (bench/incidents.py's ``Floor``).
 
 Both sides use one connection per wrk connection (keep-alive) and the same API key scheme
-(``Authorization: ApiKey``) is sent to both (the floor ignores it). Reported: requests per second
+(``Authorization: ApiKey``, rotating over 8 clients: the CRD's largest rate limit is 1,667
+requests/s per client) is sent to both (the floor ignores it). Reported: requests per second
 and p50/p99 latency (wrk ``--latency``) per side, medians of the rounds, and ours/floor.
 The JWT first-use cost per signing algorithm is in bench/auth.py (``--algorithms``).
 """
@@ -59,7 +60,9 @@ from incident_commander.budget import calc, ledger, usage
 from incident_commander.incidents.store import IncidentStore
 
 NS = "bench"
-GENEROUS = {"rateLimit": {"requestsPerMinute": 10**7, "burst": 10**6}}
+GENEROUS = {"rateLimit": {"requestsPerMinute": 100_000, "burst": 10_000}}
+"""The CRD's largest rate limit: 1,667 requests/s per client, so wrk rotates over CLIENTS keys."""
+CLIENTS = 8
 BUDGET = {
     "apiVersion": "incidentcommander.io/v1alpha1",
     "kind": "BudgetPolicy",
@@ -85,9 +88,10 @@ local counter = 0
 local prefix = "%(prefix)s"
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "ApiKey %(key)s"
+local keys = {%(keys)s}
 request = function()
   counter = counter + 1
+  wrk.headers["Authorization"] = "ApiKey " .. keys[counter %% #keys + 1]
   local unique = prefix .. "-" .. counter
   local body = [[%(body)s]]
   if %(idempotency)s then
@@ -99,24 +103,24 @@ end
 """
 
 
-def scenarios(keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+def scenarios(keys: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
     return {
         "POST /v1/route": {
             "path": "/v1/route",
             "body": ROUTE_BODY,
-            "key": keys["plain"],
+            "keys": keys["plain"],
             "idempotency": False,
         },
         "POST /v1/usage": {
             "path": "/v1/usage",
             "body": USAGE_BODY,
-            "key": keys["metered"],
+            "keys": keys["metered"],
             "idempotency": True,
         },
         "POST /v1/incidents": {
             "path": "/v1/incidents",
             "body": {"title": "bench UNIQUE", "severity": "high", "dedupKey": "UNIQUE"},
-            "key": keys["metered"],
+            "keys": keys["metered"],
             "idempotency": False,
         },
     }
@@ -192,7 +196,7 @@ def wrk(
     script.write_text(
         WRK_SCRIPT
         % {
-            "key": scenario["key"],
+            "keys": ", ".join(f'"{k}"' for k in scenario["keys"]),
             "prefix": secrets.token_hex(6),  # unique across runs: no key is ever a duplicate
             "body": json.dumps(scenario["body"]),
             "path": scenario["path"],
@@ -200,7 +204,18 @@ def wrk(
         }
     )
     out = subprocess.run(
-        [binary, "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
+        [
+            binary,
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
         capture_output=True,
         text=True,
         check=True,
@@ -244,6 +259,8 @@ def measure(
         for side, values in rows.items()
     }
     row["rounds"] = rows
+    if row["floor"]["rps"] == 0:
+        raise SystemExit(f"{name}: the floor completed no request in {args.seconds} s")
     row["throughput_ratio"] = row["ours"]["rps"] / row["floor"]["rps"]
     row["p99_ratio"] = row["ours"]["p99_ms"] / row["floor"]["p99_ms"]
     print(
@@ -280,7 +297,7 @@ def main() -> None:
             try:
                 setup_connection(kube, NS, moto, services=STORAGE_SERVICES, logs=operator.logs)
                 kube.apply(BUDGET, NS)
-                client = [{"name": "agent", "role": "responder"}]
+                client = [{"name": f"agent{i}", "role": "responder"} for i in range(CLIENTS)]
                 kube.apply(policy("plain", NS, client, auth=GENEROUS), NS)
                 kube.apply(policy("metered", NS, client, auth=GENEROUS, budgetRef={"name": "budget"}), NS)
                 for kind, name in (
@@ -289,8 +306,11 @@ def main() -> None:
                     ("incidentpolicy", "metered"),
                 ):
                     wait_for_condition(kube, kind, NS, name, timeout=180, logs=operator.logs)
-                keys = {name: client_key(kube, NS, name, "agent")["apiKey"] for name in ("plain", "metered")}
-                for key in keys.values():
+                keys = {
+                    name: [client_key(kube, NS, name, f"agent{i}")["apiKey"] for i in range(CLIENTS)]
+                    for name in ("plain", "metered")
+                }
+                for key in keys["plain"] + keys["metered"]:
                     wait_until_served(operator.api_url, key, timeout=60)
                 # The floor writes into a table and stream of its own, made like the policy's.
                 floor_names = policy("floorstore", NS, [])["spec"]["storage"]

@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import NullFormatter
 
 ROOT = Path(__file__).resolve().parent.parent
 PANELS = [
@@ -47,6 +48,7 @@ def main(argv: list[str]) -> int:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xticks(ns, [str(n) for n in ns])
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("N (objects of each kind; 3N in all)")
         ax.set_title(title)
         ax.grid(True, which="both", alpha=0.3)
