@@ -378,13 +378,24 @@ def main(argv: Iterable[str] | None = None) -> int:
         help="record every AWS request (moto's recorder, which costs moto CPU) and report both "
         "sides' requests by operation: a check that the floor makes the operator's calls",
     )
+    parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        help="an extra operator argument (repeatable), e.g. --operator-arg=--aws-client-cache=4000",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     n = args.count
 
     logs = Path(tempfile.mkdtemp(prefix="ic-scale-"))
     print(f"logs in {logs}; load before: {os.getloadavg()}", flush=True)
     bin_dir = build_binaries()
-    results: dict[str, Any] = {"count": n, "objects": 3 * n, "loadavg_before": os.getloadavg()}
+    results: dict[str, Any] = {
+        "count": n,
+        "objects": 3 * n,
+        "loadavg_before": os.getloadavg(),
+        "operator_args": args.operator_arg,
+    }
     with LocalControlPlane(bin_dir=bin_dir, audit_writes=True, workdir=logs / "controlplane") as plane:
         kube = Kube(kubeconfig=plane.kubeconfig, bin_dir=bin_dir)
         kube.kubectl("apply", "-f", "crds")
@@ -404,7 +415,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         try:
             docs = objects(n, moto.url)
             prepare_namespace(api, "bench")
-            operator = OperatorProcess.start(kube, logs, extra_args=("--namespace", "bench"))
+            operator = OperatorProcess.start(
+                kube, logs, extra_args=("--namespace", "bench", *args.operator_arg)
+            )
             try:
                 pids = {
                     "operator": operator.process.process.pid,  # type: ignore[union-attr]
