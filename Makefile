@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install controlplane lint chart-lint unit integration test demo bench clean kind-up kind-e2e kind-down chart-crds reliability \
+.PHONY: install controlplane lint chart-lint unit integration test demo bench bench-deps bench-curve bench-api bench-plot clean kind-up kind-e2e kind-down chart-crds reliability \
 	localstack prometheus node image e2e-deps e2e e2e-clean lock deps ecosystem-deps test-core test-e2e test-ecosystem
 
 $(STAMP): pyproject.toml
@@ -139,6 +139,32 @@ kind-down:
 # Ports: make demo DEMO_ARGS="--aws-port 4570 --metrics-port 9091 --api-port 8444" (see --help).
 demo: controlplane
 	$(PY) -m tests.controlplane.demo $(DEMO_ARGS)
+
+# Benchmarks (docs/performance.md): not part of `make test`. wrk is a Debian package (root, apt).
+PLOT_VENV ?= $(HOME)/.cache/incident-commander/plot-venv
+BENCH_COUNTS ?= 100 300 1000
+
+bench-deps: controlplane
+	bash bench/install-wrk.sh
+
+# The cost curve: bench/reconcile_scale.py (operator against the same-work floor) at each N,
+# raw JSON in bench/results/, log-log slopes; about 20 minutes on two cores for 100, 300, 1000.
+bench-curve: bench-deps
+	$(PY) -m bench.curve $(BENCH_COUNTS)
+
+# The API under wrk against its floors, and authentication costs per JWT algorithm.
+bench-api: bench-deps
+	$(PY) -m bench.api --json bench/results/api.json
+	$(PY) -m bench.auth --algorithms | tail -1 > bench/results/jwt-algorithms.json
+
+# docs/performance-curve.png from bench/results/curve.json. matplotlib is not a dependency of the
+# project: it lives in a venv of its own, made once outside the tree.
+bench-plot:
+	test -x $(PLOT_VENV)/bin/python || $(PYTHON) -m venv $(PLOT_VENV)
+	$(PLOT_VENV)/bin/python -c 'import matplotlib' 2>/dev/null || $(PLOT_VENV)/bin/pip install --quiet matplotlib
+	$(PLOT_VENV)/bin/python bench/plot_curve.py
+
+bench: bench-curve bench-api bench-plot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

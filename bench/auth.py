@@ -74,8 +74,10 @@ def time_calls(fn: Callable[[Any], Any], inputs: list[Any]) -> list[float]:
     return out
 
 
-def build_keyring(count: int, now: datetime) -> tuple[Keyring, list[str], signing.SigningKey]:
-    """``count`` active keys spread over 100 clients of one policy, plus one EdDSA signing key."""
+def build_keyring(
+    count: int, now: datetime, algorithm: signing.Algorithm = "EdDSA"
+) -> tuple[Keyring, list[str], signing.SigningKey]:
+    """``count`` active keys spread over 100 clients of one policy, plus one signing key."""
     entries = []
     plaintexts = []
     for i in range(count):
@@ -94,7 +96,7 @@ def build_keyring(count: int, now: datetime) -> tuple[Keyring, list[str], signin
         )
     keyring = Keyring()
     keyring.set_index((NAMESPACE, POLICY), KeyIndex(entries=tuple(entries)))
-    signing_key = signing.generate_signing_key("EdDSA", now)
+    signing_key = signing.generate_signing_key(algorithm, now)
     keyring.set_signing_keys((NAMESPACE, POLICY), (signing_key,))
     return keyring, plaintexts, signing_key
 
@@ -130,9 +132,9 @@ def bench_keys(count: int, samples: int) -> dict[str, float]:
     return report(f"api key ({count:,} keys)", ours, floor)
 
 
-def bench_jwt(count: int, samples: int) -> dict[str, float]:
+def bench_jwt(count: int, samples: int, algorithm: signing.Algorithm = "EdDSA") -> dict[str, float]:
     now = datetime.now(UTC)
-    keyring, plaintexts, signing_key = build_keyring(count, now)
+    keyring, plaintexts, signing_key = build_keyring(count, now, algorithm)
     tokens = []
     for plaintext in random.Random(  # noqa: S311 - sampling for a benchmark
         2
@@ -161,16 +163,54 @@ def bench_jwt(count: int, samples: int) -> dict[str, float]:
 
     def floor(token: str) -> Any:
         return jwt.decode(
-            token, public, algorithms=["EdDSA"], audience=SETTINGS.audience, issuer=SETTINGS.issuer
+            token, public, algorithms=[algorithm], audience=SETTINGS.audience, issuer=SETTINGS.issuer
         )
 
     time_calls(ours, chosen[:500])
     time_calls(floor, chosen[:500])
     time_calls(ours_cached, tokens)  # every token seen once: the cache holds them all
     floor_times = time_calls(floor, chosen)
-    cold = report("jwt (EdDSA), first use", time_calls(ours, chosen), floor_times)
-    warm = report("jwt (EdDSA), re-used", time_calls(ours_cached, chosen), floor_times)
+    cold = report(f"jwt ({algorithm}), first use", time_calls(ours, chosen), floor_times)
+    warm = report(f"jwt ({algorithm}), re-used", time_calls(ours_cached, chosen), floor_times)
     return {**cold, "warm_p50_us": warm["p50_us"], "warm_p99_us": warm["p99_us"]}
+
+
+def bench_algorithms(samples: int) -> dict[str, dict[str, float]]:
+    """Per signing algorithm: first-use verification (ours and a bare ``jwt.decode``), issuing a
+    token (``POST /v1/token``'s signature), generating a key (once per policy and rotation), and
+    the sizes a client and a JWKS reader see."""
+    rows: dict[str, dict[str, float]] = {}
+    now = datetime.now(UTC)
+    for algorithm in ("EdDSA", "ES256", "RS256"):
+        row = bench_jwt(1000, samples, algorithm)
+        keyring, plaintexts, signing_key = build_keyring(100, now, algorithm)
+        principal = keyring.verify_api_key(plaintexts[0], now)
+        assert isinstance(principal, Principal)
+
+        def issue(_: Any, principal: Principal = principal, keyring: Keyring = keyring) -> Any:
+            return issue_token(principal, keyring=keyring, settings=SETTINGS, now=now)
+
+        time_calls(issue, range(200))
+        issued = time_calls(issue, range(min(samples, 5000)))
+        generated = time_calls(lambda _, a=algorithm: signing.generate_signing_key(a, now), range(20))
+        token = issue(None)
+        assert token is not None
+        row.update(
+            {
+                "issue_p50_us": statistics.median(issued),
+                "issue_p99_us": percentile(issued, 0.99),
+                "keygen_median_ms": statistics.median(generated) / 1000,
+                "token_bytes": len(token.token),
+                "jwk_bytes": len(json.dumps(signing_key.public_jwk())),
+            }
+        )
+        print(
+            f"{algorithm:6s} issue p50 {row['issue_p50_us']:8.1f} µs p99 {row['issue_p99_us']:8.1f} µs; "
+            f"key generation {row['keygen_median_ms']:7.2f} ms; token {row['token_bytes']} B; "
+            f"JWK {row['jwk_bytes']} B"
+        )
+        rows[algorithm] = row
+    return rows
 
 
 # -- HTTP throughput ---------------------------------------------------------------------------------
@@ -325,6 +365,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="alternating wrk rounds per server")
+    parser.add_argument(
+        "--algorithms",
+        action="store_true",
+        help="only the per-algorithm JWT comparison (EdDSA, ES256, RS256), as JSON at the end",
+    )
     parser.add_argument("--serve", choices=["api", "bare"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--token-file", help=argparse.SUPPRESS)
@@ -333,6 +378,9 @@ def main() -> None:
         serve(args.serve, args.port, args.token_file)
         return
     print(f"python {sys.version.split()[0]}, {args.keys:,} keys, {args.samples:,} timed calls each")
+    if args.algorithms:
+        print(json.dumps(bench_algorithms(args.samples)))
+        return
     keys = bench_keys(args.keys, args.samples)
     tokens = bench_jwt(args.keys, args.samples)
     api_rates, bare_rates = [], []

@@ -5,10 +5,14 @@
 
 One run, in this order:
 
-1. **Floor.** The same 3N objects (plus the Secret) are created in namespace ``floor`` with no
-   operator watching it, and a bare Kubernetes client (16 threads) patches every object's status
-   to ``Ready=True`` with ``observedGeneration``: the least API work that ends with all Ready.
-   No AWS work. The floor's time runs from the first create to the poll that sees all Ready.
+1. **Floor.** The same 3N objects (plus the Secret) are created in namespace ``floor``, where
+   bench/floor.py (a process of its own, no operator watching) does the same work as the
+   operator: one watch per kind; per index the AWS calls the operator must make (STS identity,
+   ledger read, Cost Explorer figure and forecast, the policy's storage through the operator's
+   own provisioner) with one shared boto3 client per service, its own moto server (so neither run
+   sees the other's AWS state), one status patch per object and the policy's sealed credential
+   Secrets (the issuer's crash-safe sequence). The time runs from the first create to the poll
+   that sees all Ready.
 2. **Operator.** The operator (``--namespace bench``) runs; the same objects are created in
    namespace ``bench`` the same way (16 threads, Kubernetes client); the time runs from the first
    create to the poll that sees all 3N Ready with ``observedGeneration`` current. Per object:
@@ -19,20 +23,25 @@ One run, in this order:
 3. **Idle.** ``--idle`` seconds after convergence: operator CPU seconds (from ``/proc``) and the
    operator's API writes (from the apiserver's audit log) while nothing changes.
 
-Reported: times and operator/floor ratio, operator peak RSS (``VmHWM``), API writes per object by
-resource (audit log, user agents of the operator and kopf), CPU seconds of every process during
-convergence (to see which one is the bottleneck: the operator, moto, the apiserver or etcd), idle
-CPU and idle writes. ``--json PATH`` also writes the numbers as JSON.
+Reported: times and operator/floor for wall time and for CPU (the sum over the reconciler's
+process, its moto, kube-apiserver and etcd, from the first create to all Ready; and the
+reconciler's process alone), operator peak RSS (``VmHWM``), API writes per object by resource
+(audit log, user agents of the operator and kopf; the floor's from the audit log too), CPU seconds
+of every process during convergence (to see which one is the bottleneck: the operator, moto, the
+apiserver or etcd), idle CPU and idle writes. ``--json PATH`` also writes the numbers as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -132,9 +141,9 @@ def api_client(kubeconfig: Path) -> kubernetes.client.ApiClient:
     return kubernetes.client.ApiClient(configuration)
 
 
-def create_all(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
+def prepare_namespace(api: kubernetes.client.ApiClient, namespace: str) -> None:
+    """The namespace and the connections' credentials Secret (before the clock starts)."""
     core = kubernetes.client.CoreV1Api(api)
-    custom = kubernetes.client.CustomObjectsApi(api)
     core.create_namespace(
         kubernetes.client.V1Namespace(metadata=kubernetes.client.V1ObjectMeta(name=namespace))
     )
@@ -146,40 +155,15 @@ def create_all(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict
         ),
     )
 
+
+def create_all(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
+    custom = kubernetes.client.CustomObjectsApi(api)
+
     def create(doc: dict[str, Any]) -> None:
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURALS[doc["kind"]], doc)
 
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(create, docs))
-
-
-def patch_all_ready(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
-    """The floor's reconciler: one status patch per object, no reads (generation is 1 on create)."""
-    custom = kubernetes.client.CustomObjectsApi(api)
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    status = {
-        "status": {
-            "observedGeneration": 1,
-            "conditions": [
-                {
-                    "type": "Ready",
-                    "status": "True",
-                    "reason": "Floor",
-                    "message": "patched by the benchmark's bare client",
-                    "lastTransitionTime": now,
-                    "observedGeneration": 1,
-                }
-            ],
-        }
-    }
-
-    def patch(doc: dict[str, Any]) -> None:
-        custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURALS[doc["kind"]], doc["metadata"]["name"], status
-        )
-
-    with ThreadPoolExecutor(THREADS) as pool:
-        list(pool.map(patch, docs))
 
 
 def ready_counts(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, int]:
@@ -226,8 +210,16 @@ def cpu_seconds(pid: int) -> float:
 
 
 def peak_rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmHWM:")
+
+
+def rss_mb(pid: int) -> float:
+    return _status_mb(pid, "VmRSS:")
+
+
+def _status_mb(pid: int, field: str) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field):
             return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -251,6 +243,39 @@ def audit_writes(
     return counts
 
 
+def start_moto(logs: Path, name: str, *, record: bool) -> MotoServer:
+    """A moto server of one phase; with ``record`` it records every request (moto's recorder)."""
+    env = {"MOTO_ENABLE_RECORDING": "True", "MOTO_RECORDER_FILEPATH": str(logs / f"{name}.recording")}
+    return MotoServer.start(logs, name=name, env=env if record else None)
+
+
+def aws_operations(recording: Path) -> Counter[str]:
+    """Requests by service and operation from a moto recording: the target header of JSON
+    protocols, the Action of query protocols, method and subresource for S3."""
+    counts: Counter[str] = Counter()
+    for line in recording.read_text().splitlines():
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        url = urllib.parse.urlsplit(entry["url"])
+        if url.path.startswith("/moto-api"):
+            continue
+        target = headers.get("x-amz-target")
+        if target:
+            counts[target.split(".")[-1]] += 1
+            continue
+        body = entry.get("body") or ""
+        if entry.get("body_encoded"):
+            body = base64.b64decode(body).decode(errors="replace")
+        action = urllib.parse.parse_qs(body).get("Action")
+        if action:
+            counts[action[0]] += 1
+        else:
+            counts[
+                f"s3 {entry['method']} ?{url.query.split('=')[0]}" if url.query else f"s3 {entry['method']}"
+            ] += 1
+    return counts
+
+
 def measure_cpu(pids: dict[str, int], action: Callable[[], Any]) -> tuple[Any, dict[str, float]]:
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     result = action()
@@ -261,6 +286,84 @@ def fmt_counter(counter: Counter[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(counter.items(), key=lambda kv: -kv[1])) or "none"
 
 
+def run_floor(
+    api: kubernetes.client.ApiClient,
+    plane: LocalControlPlane,
+    logs: Path,
+    n: int,
+    timeout: float,
+    record: bool,
+) -> dict[str, Any]:
+    """Phase 1: bench/floor.py against its own moto, in namespace ``floor``."""
+    moto = start_moto(logs, "moto-floor", record=record)
+    try:
+        docs = objects(n, moto.url)
+        prepare_namespace(api, "floor")
+        floor = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bench.floor",
+                "--kubeconfig",
+                str(plane.kubeconfig),
+                "--namespace",
+                "floor",
+                "--count",
+                str(n),
+                "--endpoint",
+                moto.url,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert floor.stdout is not None
+            first = floor.stdout.readline()  # the floor is started and watching
+            if not first.strip():
+                raise RuntimeError(f"the floor did not start (exit {floor.wait()})")
+            pids = {
+                "floor": floor.pid,
+                "moto": moto.process.process.pid,  # type: ignore[union-attr]
+                "kube-apiserver": plane.processes["kube-apiserver"].pid,
+                "etcd": plane.processes["etcd"].pid,
+            }
+            floor_before = cpu_seconds(floor.pid)
+            started = time.monotonic()
+
+            def converge() -> tuple[float, float]:
+                create_all(api, "floor", docs)
+                created = time.monotonic() - started
+                return created, wait_all_ready(api, "floor", n, started, timeout)[0]
+
+            (created, total), cpu = measure_cpu({k: v for k, v in pids.items() if k != "floor"}, converge)
+            own = json.loads(floor.stdout.readline())
+            floor.wait(timeout=60)
+        finally:
+            if floor.poll() is None:
+                floor.kill()
+                floor.wait()
+    finally:
+        moto.stop()
+    cpu = {"floor": own["cpu_s"] - floor_before, **cpu}
+    time.sleep(2)  # let the audit backend flush
+    writes = audit_writes(plane.audit_log, "floor", agents=("incident-commander-floor",))
+    result = {
+        "created_s": created,
+        "all_ready_s": total,
+        "cpu_s": cpu,
+        "cpu_total_s": sum(cpu.values()),
+        "peak_rss_mb": own["peak_rss_mb"],
+        "aws_requests": own["aws_requests"],
+        "aws_requests_total": own["aws_requests_total"],
+        "writes": own["writes"],
+        "writes_per_object": own["writes_total"] / (3 * n),
+        "audit_writes": dict(writes),
+    }
+    if record:
+        result["aws_operations"] = dict(aws_operations(logs / "moto-floor.recording"))
+    return result
+
+
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -269,42 +372,52 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured after convergence")
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for Ready after this")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--record-aws",
+        action="store_true",
+        help="record every AWS request (moto's recorder, which costs moto CPU) and report both "
+        "sides' requests by operation: a check that the floor makes the operator's calls",
+    )
+    parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        help="an extra operator argument (repeatable), e.g. --operator-arg=--aws-client-cache=4000",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     n = args.count
 
     logs = Path(tempfile.mkdtemp(prefix="ic-scale-"))
     print(f"logs in {logs}; load before: {os.getloadavg()}", flush=True)
     bin_dir = build_binaries()
-    results: dict[str, Any] = {"count": n, "objects": 3 * n, "loadavg_before": os.getloadavg()}
+    results: dict[str, Any] = {
+        "count": n,
+        "objects": 3 * n,
+        "loadavg_before": os.getloadavg(),
+        "operator_args": args.operator_arg,
+    }
     with LocalControlPlane(bin_dir=bin_dir, audit_writes=True, workdir=logs / "controlplane") as plane:
         kube = Kube(kubeconfig=plane.kubeconfig, bin_dir=bin_dir)
         kube.kubectl("apply", "-f", "crds")
         kube.kubectl("wait", "--for=condition=Established", "-f", "crds")
         api = api_client(plane.kubeconfig)
-        moto = MotoServer.start(logs)
+
+        # 1. The same-work floor.
+        floor = run_floor(api, plane, logs, n, args.timeout, args.record_aws)
+        results["floor"] = floor
+        print(
+            f"floor: created in {floor['created_s']:.1f} s, all Ready after {floor['all_ready_s']:.1f} s",
+            flush=True,
+        )
+
+        # 2. The operator, with a moto of its own.
+        moto = start_moto(logs, "moto", record=args.record_aws)
         try:
             docs = objects(n, moto.url)
-
-            # 1. The floor: create, then a bare client patches every status to Ready.
-            started = time.monotonic()
-            floor_pids = {
-                "bench client": os.getpid(),
-                "kube-apiserver": plane.processes["kube-apiserver"].pid,
-                "etcd": plane.processes["etcd"].pid,
-            }
-
-            def floor() -> tuple[float, float]:
-                create_all(api, "floor", docs)
-                created = time.monotonic() - started
-                patch_all_ready(api, "floor", docs)
-                return created, wait_all_ready(api, "floor", n, started, args.timeout)[0]
-
-            (floor_created, floor_total), floor_cpu = measure_cpu(floor_pids, floor)
-            results["floor"] = {"created_s": floor_created, "all_ready_s": floor_total, "cpu_s": floor_cpu}
-            print(f"floor: created in {floor_created:.1f} s, all Ready after {floor_total:.1f} s", flush=True)
-
-            # 2. The operator.
-            operator = OperatorProcess.start(kube, logs, extra_args=("--namespace", "bench"))
+            prepare_namespace(api, "bench")
+            operator = OperatorProcess.start(
+                kube, logs, extra_args=("--namespace", "bench", *args.operator_arg)
+            )
             try:
                 pids = {
                     "operator": operator.process.process.pid,  # type: ignore[union-attr]
@@ -312,6 +425,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     "kube-apiserver": plane.processes["kube-apiserver"].pid,
                     "etcd": plane.processes["etcd"].pid,
                 }
+                rss_start = rss_mb(pids["operator"])  # started, ready, no objects yet: the fixed base
                 started = time.monotonic()
 
                 def converge() -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
@@ -341,8 +455,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         finally:
             moto.stop()
 
+    floor_total = floor["all_ready_s"]
     total_writes = sum(writes.values())
     status_writes_idle = sum(v for k, v in idle_writes.items() if k.endswith("/status"))
+    cpu_total = sum(cpu.values())
     results.update(
         {
             "operator": {
@@ -351,7 +467,11 @@ def main(argv: Iterable[str] | None = None) -> int:
                 "created_s": results["operator_created_s"],
             },
             "ratio_to_floor": total / floor_total,
+            "cpu_total_s": cpu_total,
+            "cpu_ratio_to_floor": cpu_total / floor["cpu_total_s"],
+            "process_cpu_ratio_to_floor": cpu["operator"] / floor["cpu_s"]["floor"],
             "operator_peak_rss_mb": rss_peak,
+            "operator_rss_mb_at_start": rss_start,
             "operator_peak_rss_mb_at_convergence": rss_converged,
             "aws_client_builds": client_builds,
             "writes": dict(writes),
@@ -367,21 +487,31 @@ def main(argv: Iterable[str] | None = None) -> int:
         }
     )
     print(f"objects: {n} of each kind, {3 * n} in all")
-    print(f"floor: all Ready after          {floor_total:8.1f} s (creates {floor_created:.1f} s)")
-    print("CPU seconds of the floor         " + ", ".join(f"{k} {v:.1f}" for k, v in floor_cpu.items()))
+    print(f"floor: all Ready after          {floor_total:8.1f} s (creates {floor['created_s']:.1f} s)")
+    print(
+        f"floor: {floor['aws_requests_total']} AWS requests, "
+        f"{floor['writes_per_object']:.2f} writes per object, "
+        f"peak RSS {floor['peak_rss_mb']:.1f} MB"
+    )
+    print("CPU seconds of the floor         " + ", ".join(f"{k} {v:.1f}" for k, v in floor["cpu_s"].items()))
     print(
         f"operator: all Ready after       {total:8.1f} s (creates {results['operator_created_s']:.1f} s; "
         + ", ".join(f"{k} {v:.1f} s" for k, v in per_kind.items())
         + ")"
     )
-    print(f"operator / floor                {total / floor_total:8.2f}")
-    print(f"operator peak RSS               {rss_peak:8.1f} MB")
+    print("CPU seconds while converging    " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    print(f"operator / floor, wall          {total / floor_total:8.2f}")
+    print(
+        f"operator / floor, CPU           {results['cpu_ratio_to_floor']:8.2f} "
+        f"({cpu_total:.1f} / {floor['cpu_total_s']:.1f} CPU-s; reconciler process alone "
+        f"{results['process_cpu_ratio_to_floor']:.2f})"
+    )
+    print(f"operator peak RSS               {rss_peak:8.1f} MB ({rss_start:.1f} MB at start, no objects)")
     print(f"boto3 clients built             {client_builds:8.0f}")
     print(
         f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
         f"{fmt_counter(writes)}"
     )
-    print("CPU seconds while converging    " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
     print(
         f"idle {args.idle:.0f} s: operator CPU {idle_cpu['operator']:.2f} s "
         f"({results['idle_cpu_percent_of_core']:.2f} % of a core); "
@@ -390,6 +520,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     print(f"idle writes                     {fmt_counter(idle_writes)} (status: {status_writes_idle})")
     print(f"Tracebacks in the operator log  {results['tracebacks_in_operator_log']}")
     print(f"load after: {os.getloadavg()}")
+    if args.record_aws:
+        results["aws_operations"] = dict(aws_operations(logs / "moto.recording"))
+        print(f"AWS requests, operator: {fmt_counter(Counter(results['aws_operations']))}")
+        print(f"AWS requests, floor:    {fmt_counter(Counter(floor['aws_operations']))}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
