@@ -229,12 +229,15 @@ class Membership:
         self._name = f"{election}-member-{identity}"[:253]
         self.members = 1
         """Ready replicas, this one included when it is ready; never less than 1."""
+        self.live: frozenset[str] = frozenset()
+        """The identities of the ready replicas (their Leases' holders), as of the last round."""
 
     async def run(self) -> None:
         try:
             while True:
                 try:
-                    self.members = await asyncio.to_thread(self._round)
+                    self.live = await asyncio.to_thread(self._round)
+                    self.members = max(1, len(self.live))
                 except Exception as exc:
                     logger.warning("membership: %s (%s)", type(exc).__name__, getattr(exc, "reason", exc))
                 await asyncio.sleep(self._timing.retry_period)
@@ -242,21 +245,21 @@ class Membership:
             await asyncio.to_thread(self._leave)
             raise
 
-    def _round(self) -> int:
+    def _round(self) -> frozenset[str]:
         now = self._clock()
         if self._ready():
             self._renew(now)
         else:
             self._leave()
         selector = f"{MEMBER_LABEL}={self.election}"
-        live = 0
+        live: set[str] = set()
         for lease in self._kube.list_leases(self.namespace, selector, timeout=self._timing.request_timeout):
             spec = lease.get("spec") or {}
             renewed = parse_time_or_none(spec.get("renewTime"))
             duration = float(spec.get("leaseDurationSeconds") or self._timing.lease_duration)
             if renewed is not None and (now - renewed).total_seconds() < duration:
-                live += 1
-        return max(1, live)
+                live.add(str(spec.get("holderIdentity") or lease.get("metadata", {}).get("name")))
+        return frozenset(live)
 
     def _renew(self, now: datetime) -> None:
         spec = {

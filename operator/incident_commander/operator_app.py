@@ -161,6 +161,7 @@ def build_registry(
     # Incidents are served by every replica from DynamoDB; the sweep (outboxes, proposals, the
     # open-incidents gauge) is the leader's.
     incidents = IncidentService(connections=connections, metrics=metrics, tracer=tracer)
+    membership: Membership | None = None
     sweeper = IncidentSweeper(
         incidents,
         lambda: [
@@ -168,6 +169,7 @@ def build_registry(
             for ref, spec in policies.storage_in_place()
         ],
         interval=config.incident_sweep_interval.total_seconds(),
+        members=lambda: membership.live if membership is not None else frozenset(),
     )
 
     def lead() -> None:
@@ -180,7 +182,6 @@ def build_registry(
             controller.pause()
         sweeper.stop()
 
-    membership: Membership | None = None
     if config.leader_election is not None:
         duration, deadline, period = config.leader_timing
         timing = Timing(lease_duration=duration, renew_deadline=deadline, retry_period=period)

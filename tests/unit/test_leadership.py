@@ -99,7 +99,7 @@ def test_a_leader_that_cannot_renew_steps_down_before_anyone_may_take_over() -> 
     asyncio.run(scenario())
 
 
-def test_membership_counts_the_ready_replicas_that_renew() -> None:
+def test_membership_lists_the_ready_replicas_that_renew() -> None:
     kube, clock = FakeKube(), [T0]
     ready = {"a": True, "b": True, "c": False}
     members = {
@@ -114,12 +114,33 @@ def test_membership_counts_the_ready_replicas_that_renew() -> None:
         for name in ready
     }
     counts = {name: m._round() for name, m in members.items()}
-    assert counts["c"] == 2 and counts["a"] >= 1
-    assert {name: m._round() for name, m in members.items()} == {"a": 2, "b": 2, "c": 2}
+    assert counts["c"] == {"a", "b"} and "a" in counts["a"]
+    assert {name: m._round() for name, m in members.items()} == {name: {"a", "b"} for name in "abc"}
     ready["b"] = False
-    assert members["b"]._round() == 1
+    assert members["b"]._round() == {"a"}
     clock[0] += timedelta(seconds=20)  # a stopped renewing too (gone): only live Leases count
-    assert members["c"]._round() == 1  # never less than one
+    assert members["c"]._round() == frozenset()
+
+
+def test_membership_counts_at_least_this_replica() -> None:
+    kube = FakeKube()
+    member = Membership(
+        kube,  # type: ignore[arg-type]
+        namespace=NS,
+        election="ic",
+        identity="alone",
+        ready=lambda: False,
+        timing=Timing(retry_period=0.01),
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(member.run())
+        await asyncio.sleep(0.05)
+        assert member.live == frozenset() and member.members == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
 
 
 def test_a_leader_whose_renewal_is_older_than_the_deadline_may_not_write() -> None:

@@ -8,13 +8,19 @@ past their timeout. Every ``COUNT_EVERY`` sweeps of a policy it also counts acti
 severity for the ``incident_commander_incidents_open`` gauge (only the leader reports it, so the
 gauge is not multiplied by the number of replicas).
 
-A quiet policy is swept less and less often (``Schedule``): at 1,000 policies a sweep of each
-every 15 s cost 65 % of a core while nothing happened (bench/results, 2026-12-02). Its first
-sweep after the replica starts leading is at once; a policy with anything pending, or one whose
-incidents this replica just changed, is swept every interval; after k quiet sweeps in a row, every
-2^k intervals, up to ``QUIET_LIMIT`` (5 minutes by default). What another replica's crash leaves in
-an outbox is published by the next writer or reader of that incident at once, else within that
-limit.
+A quiet policy is swept rarely (``Schedule``): at 1,000 policies a sweep of each every 15 s cost
+65 % of a core while nothing happened, and one every 5 minutes still 7 % (bench/results,
+2026-12-02). What needs a sweep is known:
+
+- every policy, when this replica starts leading and when another replica leaves (its membership
+  Lease expired or was deleted): either may have crashed between a write and its publication;
+- a policy with anything pending (an event in an outbox, an open proposal) or whose incidents this
+  replica has just changed (a publish that failed here is then found at the next tick): every
+  interval;
+- a quiet policy while other replicas serve the API: every ``QUIET_LIMIT`` intervals (5 minutes by
+  default), since their writes are not seen here and a publish they failed waits for a sweep;
+- a quiet policy while this replica is the only one: every ``ALONE_LIMIT`` intervals (1 hour),
+  only as a last resort: nothing but this replica writes its incidents.
 
 It runs only on the leader (started and stopped with leadership), but nothing breaks when two
 replicas sweep at once: each step is idempotent (store.py, service.settle).
@@ -39,7 +45,11 @@ unrecorded when no one reads the incident. Each sweep costs two index queries pe
 COUNT_EVERY = 4
 """Sweeps of a policy between counts of its active incidents."""
 QUIET_LIMIT = 20
-"""The longest wait, in intervals, between sweeps of a quiet policy (5 minutes by default)."""
+"""The wait, in intervals, between sweeps of a quiet policy while other replicas serve the API
+(5 minutes by default)."""
+ALONE_LIMIT = 240
+"""The wait, in intervals, between sweeps of a quiet policy while this replica is the only one
+(1 hour by default)."""
 
 
 @dataclass
@@ -56,6 +66,7 @@ class Schedule:
     """Which policies a tick sweeps: pure bookkeeping, unit-tested (tests/unit/incidents)."""
 
     limit: int = QUIET_LIMIT
+    """Intervals between sweeps of a quiet policy."""
     paces: dict[tuple[str, str], _Pace] = field(default_factory=dict)
     touched: set[tuple[str, str]] = field(default_factory=set)
 
@@ -64,18 +75,30 @@ class Schedule:
         return pace is None or key in self.touched or tick >= pace.due
 
     def count_due(self, key: tuple[str, str], every: int) -> bool:
-        """Every ``every``-th sweep, and every sweep of a policy that is being swept less often
-        (its incidents may change through other replicas: the gauge is at most one wait old)."""
+        """Every ``every``-th sweep of a busy policy, and every sweep of a quiet one (its incidents
+        may change through other replicas: the gauge is at most one wait old)."""
         pace = self.paces.get(key)
-        return pace is None or pace.quiet >= 2 or pace.sweeps % every == 0
+        return pace is None or pace.quiet >= 1 or pace.sweeps % every == 0
 
     def swept(self, key: tuple[str, str], tick: int, *, pending: bool) -> None:
         pace = self.paces.setdefault(key, _Pace())
         busy = pending or key in self.touched
         self.touched.discard(key)
         pace.quiet = 0 if busy else pace.quiet + 1
-        pace.due = tick + min(2**pace.quiet, self.limit)
+        pace.due = tick + (1 if busy else self.limit)
         pace.sweeps += 1
+
+    def shorten(self, limit: int, tick: int) -> None:
+        """A new, shorter wait: no policy waits beyond it from ``tick`` on."""
+        if limit < self.limit:
+            for pace in self.paces.values():
+                pace.due = min(pace.due, tick + limit)
+        self.limit = limit
+
+    def sweep_all(self) -> None:
+        """Every policy at the next tick (a replica left: it may have crashed mid-write)."""
+        for pace in self.paces.values():
+            pace.due = 0
 
     def retain(self, keys: set[tuple[str, str]]) -> None:
         """Forget policies that are gone."""
@@ -93,13 +116,20 @@ class IncidentSweeper:
         interval: float = SWEEP_INTERVAL,
         count_every: int = COUNT_EVERY,
         quiet_limit: int = QUIET_LIMIT,
+        alone_limit: int = ALONE_LIMIT,
+        members: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
+        """``members``: the identities of the live replicas (membership Leases); empty or just this
+        one when it runs alone."""
         self._service = service
         self._targets = targets
         self._interval = interval
         self._count_every = count_every
         self._quiet_limit = quiet_limit
-        self._schedule = Schedule(limit=quiet_limit)
+        self._alone_limit = alone_limit
+        self._members = members
+        self._seen_members: frozenset[str] = frozenset()
+        self._schedule = Schedule(limit=alone_limit)
         self._task: asyncio.Task[None] | None = None
         self._log = SampledLog(logger, per_window=10, window=60.0)
         service.written = self.touch
@@ -115,7 +145,8 @@ class IncidentSweeper:
     def start(self) -> None:
         if not self.running:
             # A new leadership sweeps every policy at once: another replica may have crashed.
-            self._schedule = Schedule(limit=self._quiet_limit)
+            self._schedule = Schedule(limit=self._alone_limit)
+            self._seen_members = self._members()
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="incident sweeper")
 
     def stop(self) -> None:
@@ -137,7 +168,17 @@ class IncidentSweeper:
             tick += 1
             await asyncio.sleep(self._interval)
 
+    def _follow_members(self, tick: int) -> None:
+        members = self._members()
+        left = self._seen_members - members
+        if left:
+            logger.info("incident sweep: replica(s) %s left; sweeping every policy", ", ".join(sorted(left)))
+            self._schedule.sweep_all()
+        self._seen_members = members
+        self._schedule.shorten(self._quiet_limit if len(members) > 1 else self._alone_limit, tick)
+
     async def sweep_once(self, tick: int = 0) -> None:
+        self._follow_members(tick)
         targets = self._targets()
         self._schedule.retain({(t.namespace, t.name) for t in targets})
         for target in targets:

@@ -1,8 +1,14 @@
-"""The sweeper's schedule: quiet policies back off, busy or touched ones are swept every tick."""
+"""The sweeper's schedule: quiet policies wait the limit, busy or touched ones are swept every tick,
+and the limit follows the other replicas (a short one while they serve the API, all policies at
+once when one leaves)."""
 
 from __future__ import annotations
 
-from incident_commander.incidents.sweeper import Schedule
+import asyncio
+from typing import Any
+
+from incident_commander.incidents.service import Target
+from incident_commander.incidents.sweeper import IncidentSweeper, Schedule
 
 KEY = ("ns", "p")
 
@@ -16,9 +22,9 @@ def ticks_swept(schedule: Schedule, until: int, *, pending: bool = False) -> lis
     return swept
 
 
-def test_a_new_policy_is_swept_at_once_then_quiet_ones_back_off_to_the_limit() -> None:
+def test_a_new_policy_is_swept_at_once_then_a_quiet_one_every_limit() -> None:
     schedule = Schedule(limit=20)
-    assert ticks_swept(schedule, 100) == [0, 2, 6, 14, 30, 50, 70, 90]
+    assert ticks_swept(schedule, 100) == [0, 20, 40, 60, 80]
 
 
 def test_a_policy_with_anything_pending_is_swept_every_tick() -> None:
@@ -27,7 +33,7 @@ def test_a_policy_with_anything_pending_is_swept_every_tick() -> None:
 
 def test_a_write_through_this_replica_brings_a_quiet_policy_back_at_the_next_tick() -> None:
     schedule = Schedule(limit=20)
-    ticks_swept(schedule, 40)  # backed off: next due at 50
+    ticks_swept(schedule, 41)  # quiet: next due at 60
     assert not schedule.due(KEY, 41)
     schedule.touched.add(KEY)
     assert schedule.due(KEY, 41)
@@ -35,16 +41,24 @@ def test_a_write_through_this_replica_brings_a_quiet_policy_back_at_the_next_tic
     assert schedule.due(KEY, 42) and not schedule.due(KEY, 41)
 
 
-def test_counting_every_fourth_sweep_and_every_sweep_once_backed_off() -> None:
-    schedule = Schedule(limit=20)
+def test_counting_every_fourth_sweep_of_a_busy_policy_and_every_sweep_of_a_quiet_one() -> None:
+    schedule = Schedule(limit=4)
     counted = []
-    for tick in range(13):
+    for tick in range(16):
         if schedule.due(KEY, tick):
             counted.append(schedule.count_due(KEY, 4))
             schedule.swept(KEY, tick, pending=tick < 6)
-    # Ticks 0-5 busy (counts at sweeps 0 and 4); then quiet sweeps at 6 and 8 (sixth and seventh:
-    # no count), and at 12, two quiet sweeps in a row: counted.
-    assert counted == [True, False, False, False, True, False, False, False, True]
+    # Ticks 0-5 busy (counts at sweeps 0 and 4); tick 6's sweep (the seventh) finds it quiet, and
+    # the quiet sweeps at 10 and 14 count.
+    assert counted == [True, False, False, False, True, False, False, True, True]
+
+
+def test_sweep_all_makes_every_known_policy_due_at_the_next_tick() -> None:
+    schedule = Schedule(limit=20)
+    schedule.swept(KEY, 0, pending=False)
+    assert not schedule.due(KEY, 1)
+    schedule.sweep_all()
+    assert schedule.due(KEY, 1)
 
 
 def test_forgotten_policies_leave_the_schedule() -> None:
@@ -53,3 +67,44 @@ def test_forgotten_policies_leave_the_schedule() -> None:
     schedule.touched.add(("ns", "gone"))
     schedule.retain(set())
     assert schedule.paces == {} and schedule.touched == set()
+
+
+class CountingService:
+    """The sweeper's view of the incident service: records which policies it swept."""
+
+    def __init__(self) -> None:
+        self.swept: list[str] = []
+        self.written: Any = None
+        self.metrics: Any = None
+
+    async def sweep(self, target: Target, *, count: bool) -> dict[str, int]:
+        self.swept.append(target.name)
+        return {"published": 0, "settled": 0, "unsettled": 0}
+
+
+def test_the_wait_is_short_while_other_replicas_serve_and_a_leaving_one_sweeps_everything() -> None:
+    service = CountingService()
+    members = [frozenset({"me"})]
+    target = Target(namespace="ns", name="p", spec=None)  # type: ignore[arg-type]
+    sweeper = IncidentSweeper(
+        service,  # type: ignore[arg-type]
+        lambda: [target],
+        quiet_limit=3,
+        alone_limit=10,
+        members=lambda: members[0],
+    )
+
+    def sweeps(ticks: range) -> list[int]:
+        found = []
+        for tick in ticks:
+            before = len(service.swept)
+            asyncio.run(sweeper.sweep_once(tick))
+            if len(service.swept) > before:
+                found.append(tick)
+        return found
+
+    assert sweeps(range(0, 12)) == [0, 10]  # alone: the long wait
+    members[0] = frozenset({"me", "peer"})
+    assert sweeps(range(12, 20)) == [15, 18]  # the sweep due at 20 comes forward to 12 + 3
+    members[0] = frozenset({"me"})  # the peer left: everything at once, then the long wait again
+    assert sweeps(range(20, 32)) == [20, 30]
