@@ -4,8 +4,8 @@ A request publishes its change and tells the state machine itself; the sweep is 
 or a timeout leaves behind, found through the table's ``by-status`` index (the outbox and
 unsettled proposals carry marker statuses there, so a sweep of a quiet policy is two empty
 queries): events still in an outbox, proposals whose workflow was never started or told, proposals
-past their timeout. Every ``COUNT_EVERY`` sweeps of a policy it also counts active incidents per
-severity for the ``incident_commander_incidents_open`` gauge (only the leader reports it, so the
+past their timeout. Every sweep also counts active incidents per severity for the
+``incident_commander_incidents_open`` gauge (only the leader reports it, so the
 gauge is not multiplied by the number of replicas).
 
 A quiet policy is swept rarely (``Schedule``): at 1,000 policies a sweep of each every 15 s cost
@@ -40,10 +40,8 @@ from incident_commander.telemetry.sampled_log import SampledLog
 logger = logging.getLogger(__name__)
 
 SWEEP_INTERVAL = 15.0
-"""Seconds between sweeps: the longest a crash leaves events unpublished or a decision
-unrecorded when no one reads the incident. Each sweep costs two index queries per policy."""
-COUNT_EVERY = 4
-"""Sweeps of a policy between counts of its active incidents."""
+"""Seconds between ticks: a policy with anything pending, or just written here, is swept at each.
+A sweep costs three index queries (the outbox, the proposals, the count)."""
 QUIET_LIMIT = 20
 """The wait, in intervals, between sweeps of a quiet policy while other replicas serve the API
 (5 minutes by default)."""
@@ -58,7 +56,6 @@ class _Pace:
     """Sweeps in a row that found nothing pending."""
     due: int = 0
     """The tick of the next sweep."""
-    sweeps: int = 0
 
 
 @dataclass
@@ -74,19 +71,12 @@ class Schedule:
         pace = self.paces.get(key)
         return pace is None or key in self.touched or tick >= pace.due
 
-    def count_due(self, key: tuple[str, str], every: int) -> bool:
-        """Every ``every``-th sweep of a busy policy, and every sweep of a quiet one (its incidents
-        may change through other replicas: the gauge is at most one wait old)."""
-        pace = self.paces.get(key)
-        return pace is None or pace.quiet >= 1 or pace.sweeps % every == 0
-
     def swept(self, key: tuple[str, str], tick: int, *, pending: bool) -> None:
         pace = self.paces.setdefault(key, _Pace())
         busy = pending or key in self.touched
         self.touched.discard(key)
         pace.quiet = 0 if busy else pace.quiet + 1
         pace.due = tick + (1 if busy else self.limit)
-        pace.sweeps += 1
 
     def shorten(self, limit: int, tick: int) -> None:
         """A new, shorter wait: no policy waits beyond it from ``tick`` on."""
@@ -114,7 +104,6 @@ class IncidentSweeper:
         targets: Callable[[], list[Target]],
         *,
         interval: float = SWEEP_INTERVAL,
-        count_every: int = COUNT_EVERY,
         quiet_limit: int = QUIET_LIMIT,
         alone_limit: int = ALONE_LIMIT,
         members: Callable[[], frozenset[str]] = frozenset,
@@ -124,7 +113,6 @@ class IncidentSweeper:
         self._service = service
         self._targets = targets
         self._interval = interval
-        self._count_every = count_every
         self._quiet_limit = quiet_limit
         self._alone_limit = alone_limit
         self._members = members
@@ -185,9 +173,8 @@ class IncidentSweeper:
             key = (target.namespace, target.name)
             if not self._schedule.due(key, tick):
                 continue
-            count = self._schedule.count_due(key, self._count_every)
             try:
-                done = await self._service.sweep(target, count=count)
+                done = await self._service.sweep(target, count=True)
             except IncidentError as failure:
                 self._log.warning(
                     f"{target.namespace}/{target.name}",

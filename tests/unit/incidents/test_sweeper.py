@@ -41,18 +41,6 @@ def test_a_write_through_this_replica_brings_a_quiet_policy_back_at_the_next_tic
     assert schedule.due(KEY, 42) and not schedule.due(KEY, 41)
 
 
-def test_counting_every_fourth_sweep_of_a_busy_policy_and_every_sweep_of_a_quiet_one() -> None:
-    schedule = Schedule(limit=4)
-    counted = []
-    for tick in range(16):
-        if schedule.due(KEY, tick):
-            counted.append(schedule.count_due(KEY, 4))
-            schedule.swept(KEY, tick, pending=tick < 6)
-    # Ticks 0-5 busy (counts at sweeps 0 and 4); tick 6's sweep (the seventh) finds it quiet, and
-    # the quiet sweeps at 10 and 14 count.
-    assert counted == [True, False, False, False, True, False, False, True, True]
-
-
 def test_sweep_all_makes_every_known_policy_due_at_the_next_tick() -> None:
     schedule = Schedule(limit=20)
     schedule.swept(KEY, 0, pending=False)
