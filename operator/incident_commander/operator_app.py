@@ -170,6 +170,7 @@ def build_registry(
         ],
         interval=config.incident_sweep_interval.total_seconds(),
         members=lambda: membership.live if membership is not None else frozenset(),
+        created_here=lambda target: policies.table_created_here(target.namespace, target.name),
     )
 
     def lead() -> None:

@@ -718,7 +718,7 @@ def test_mtta_mttr_open_gauge_and_summary(world: World) -> None:
     assert summary["window"] == "1h" and set(summary["open"]) == {"critical", "high", "low"}
     assert world.call("alpha/viewer", "GET", "/v1/summary?window=forever").status == 400
 
-    # The leader counts active incidents from the table (sweep every 1s, count every 4th).
+    # The leader counts active incidents from the table (its sweep, 1 s after this replica wrote).
     still_open = opened_id(world, severity="critical")
     expected = world.call("alpha/viewer", "GET", "/v1/summary").json()["incidents"]["open"]["critical"]
     deadline = time.monotonic() + 30

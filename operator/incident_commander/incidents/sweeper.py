@@ -20,7 +20,8 @@ A quiet policy is swept rarely (``Schedule``): at 1,000 policies a sweep of each
 - a quiet policy while other replicas serve the API: every ``QUIET_LIMIT`` intervals (5 minutes by
   default), since their writes are not seen here and a publish they failed waits for a sweep;
 - a quiet policy while this replica is the only one: every ``ALONE_LIMIT`` intervals (1 hour),
-  only as a last resort: nothing but this replica writes its incidents.
+  only as a last resort: nothing but this replica writes its incidents. So a lone leader does not
+  sweep at first sight a table it created itself (``created_here``): only it can have written there.
 
 It runs only on the leader (started and stopped with leadership), but nothing breaks when two
 replicas sweep at once: each step is idempotent (store.py, service.settle).
@@ -107,15 +108,17 @@ class IncidentSweeper:
         quiet_limit: int = QUIET_LIMIT,
         alone_limit: int = ALONE_LIMIT,
         members: Callable[[], frozenset[str]] = frozenset,
+        created_here: Callable[[Target], bool] = lambda target: False,
     ) -> None:
         """``members``: the identities of the live replicas (membership Leases); empty or just this
-        one when it runs alone."""
+        one when it runs alone. ``created_here``: whether this process created the policy's table."""
         self._service = service
         self._targets = targets
         self._interval = interval
         self._quiet_limit = quiet_limit
         self._alone_limit = alone_limit
         self._members = members
+        self._created_here = created_here
         self._seen_members: frozenset[str] = frozenset()
         self._schedule = Schedule(limit=alone_limit)
         self._task: asyncio.Task[None] | None = None
@@ -171,6 +174,13 @@ class IncidentSweeper:
         self._schedule.retain({(t.namespace, t.name) for t in targets})
         for target in targets:
             key = (target.namespace, target.name)
+            if (
+                key not in self._schedule.paces
+                and len(self._seen_members) <= 1
+                and self._created_here(target)
+            ):
+                self._schedule.swept(key, tick, pending=False)  # nothing to find: at 1,000 new
+                continue  # policies these first sweeps were 3,000 queries while converging
             if not self._schedule.due(key, tick):
                 continue
             try:

@@ -96,3 +96,24 @@ def test_the_wait_is_short_while_other_replicas_serve_and_a_leaving_one_sweeps_e
     assert sweeps(range(12, 20)) == [15, 18]  # the sweep due at 20 comes forward to 12 + 3
     members[0] = frozenset({"me"})  # the peer left: everything at once, then the long wait again
     assert sweeps(range(20, 32)) == [20, 30]
+
+
+def test_a_lone_leader_skips_the_first_sweep_of_a_table_it_created_but_not_with_peers() -> None:
+    for members, first_sweeps in ((frozenset({"me"}), [10]), (frozenset({"me", "peer"}), [0, 3])):
+        service = CountingService()
+        sweeper = IncidentSweeper(
+            service,  # type: ignore[arg-type]
+            lambda: [Target(namespace="ns", name="p", spec=None)],  # type: ignore[arg-type]
+            quiet_limit=3,
+            alone_limit=10,
+            members=lambda members=members: members,  # type: ignore[misc]
+            created_here=lambda target: True,
+        )
+        sweeper._seen_members = members  # as start() records them
+        swept = []
+        for tick in range(6 if len(members) > 1 else 11):
+            before = len(service.swept)
+            asyncio.run(sweeper.sweep_once(tick))
+            if len(service.swept) > before:
+                swept.append(tick)
+        assert swept == first_sweeps

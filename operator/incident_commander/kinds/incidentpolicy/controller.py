@@ -125,6 +125,9 @@ class Policy(Entry):
     storage_generation: int | None = None
     storage_checked: float = 0.0
     storage_ok: bool = False
+    table_created_here: bool = False
+    """This process created the incident table: nothing but this replica's API can have written to
+    it since, so a lone leader need not sweep it at first sight (incidents/sweeper.py)."""
 
     @property
     def owner(self) -> str:
@@ -175,6 +178,10 @@ class PolicyController(Controller[Policy]):
             except InvalidPolicySpec:
                 continue
         return found
+
+    def table_created_here(self, namespace: str, name: str) -> bool:
+        policy = self.entry(namespace, name)
+        return policy is not None and policy.table_created_here
 
     # -- what changes wake a policy -----------------------------------------------------------------
     def trigger(self, body: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -349,9 +356,10 @@ class PolicyController(Controller[Policy]):
             names = self._names(policy, spec, connection)
             look = self._storage.observe if spec.observe_only else self._storage.ensure
             ensure = functools.partial(look, connection, names, owner=policy.owner)
-            policy.storage = provisioner.keep_created(
-                policy.storage, await loop.run_in_executor(self.executor, ensure)
-            )
+            found = await loop.run_in_executor(self.executor, ensure)
+            if any(r.kind == "DynamoDBTable" and r.state == "Created" for r in found):
+                policy.table_created_here = True
+            policy.storage = provisioner.keep_created(policy.storage, found)
             policy.storage_generation = policy.generation
             policy.storage_checked = loop.time()
             policy.storage_ok = all(r.state not in ("Failed", "Missing") for r in policy.storage)

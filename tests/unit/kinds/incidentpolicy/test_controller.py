@@ -378,9 +378,11 @@ def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> 
         ("DynamoDBTable", "Created"),
         ("KinesisStream", "Adopted"),
     ]
+    assert first.table_created_here(NS, "p"), "this process made the table: no sweep at first sight"
     recorded = env.status()["storage"]
     run(first, generation=2)  # an edit: the storage is checked again
     assert len(storage.ensured) == 2 and env.status()["storage"] == recorded
+    assert first.table_created_here(NS, "p")
     asyncio.run(first.close())
 
     restarted = operator()
@@ -389,6 +391,9 @@ def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> 
     assert len(storage.ensured) == 3
     assert env.kube.writes[writes:] == [], "no status write: the storage record did not change"
     assert env.status()["storage"] == recorded
+    assert not restarted.table_created_here(NS, "p"), (
+        "a restart sweeps what it found: a crash may have left work"
+    )
     asyncio.run(restarted.close())
 
 
