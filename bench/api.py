@@ -1,6 +1,6 @@
 """The operator's API under wrk, each route next to a floor doing the same work, in the same run.
 
-    python -m bench.api [--seconds 10] [--connections 16] [--rounds 2]
+    python -m bench.api [--seconds 10] [--connections 16] [--rounds 2] [--only "POST /v1/route"]
 
 Starts a control plane, moto (single-threaded, as bench/incidents.py: moto's threaded server does
 not apply concurrent transactions atomically, real DynamoDB does) and the operator, with one
@@ -281,6 +281,12 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help='measure only this route (repeatable), e.g. "POST /v1/route"',
+    )
     parser.add_argument("--serve-floor", nargs=4, metavar=("PORT", "ENDPOINT", "TABLE", "STREAM"))
     args = parser.parse_args()
     if args.serve_floor:
@@ -337,6 +343,8 @@ def main() -> None:
                         time.sleep(0.1)
                     floor_url = f"http://127.0.0.1:{port}"
                     for name, scenario in scenarios(keys).items():
+                        if args.only and name not in args.only:
+                            continue
                         results[name] = measure(name, scenario, operator.api_url, floor_url, args, logs)
                 finally:
                     floor.terminate()
