@@ -23,6 +23,7 @@ from incident_commander.kinds.incidentpolicy.controller import (
     Policy,
     PolicyController,
 )
+from incident_commander.kinds.incidentpolicy.spec import InvalidPolicySpec
 from incident_commander.kube_api import ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.storage.provisioner import ResourceStatus, StorageNames
@@ -446,3 +447,19 @@ def test_a_failing_search_collection_is_reported_but_does_not_stop_the_incident_
     assert "SearchCollection" in ready["message"] and "AccessDenied" in ready["message"]
     assert [ref.name for ref, _spec in controller.storage_in_place()] == ["p"]
     asyncio.run(controller.close())
+
+
+def test_the_spec_is_parsed_once_per_watched_version_and_an_invalid_one_always_raises(env: Env) -> None:
+    env.controller.observe(body())
+    entry = env.controller.entry(NS, "p")
+    assert entry is not None
+    first = entry.spec()
+    assert entry.spec() is first, "the same spec object: not parsed again"
+    env.controller.observe(body(generation=2, severities="not a list"))
+    entry = env.controller.entry(NS, "p")
+    assert entry is not None
+    for _ in range(2):
+        with pytest.raises(InvalidPolicySpec):
+            entry.spec()
+    env.controller.observe(body(generation=3))
+    assert entry.spec() is not first and entry.spec() == first
