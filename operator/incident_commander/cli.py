@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import kopf
 
 from incident_commander import __version__
+from incident_commander.allocator import limit_arenas
 from incident_commander.config import OperatorConfig, config_from_args
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.operator_app import build_registry
@@ -47,6 +48,7 @@ async def run_operator(config: OperatorConfig, tracing: Tracing | None = None) -
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``incident-commander``."""
+    limit_arenas()  # before any thread starts (allocator.py)
     config = config_from_args(argv)
     configure_logging(config)
     scope = "all namespaces" if config.all_namespaces else ", ".join(config.namespaces)

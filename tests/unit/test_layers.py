@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "durations",
         "metrics",
         "telemetry",
+        "allocator",
     ),
     ("",),  # the package itself: its version and API group
 )
