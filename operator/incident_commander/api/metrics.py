@@ -7,12 +7,24 @@ Never a key id, a client name, a token or an incident id.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 PREFIX = "incident_commander_api"
 
 
 class ApiMetrics:
+    def route_decided(self, outcome: str, phase: str) -> None:
+        """Count one routing answer. The label child is kept (``labels()`` validates and locks on
+        every call, a measurable share of a routing request); outcomes and phases are few."""
+        child = self._decisions.get((outcome, phase))
+        if child is None:
+            child = self._decisions[(outcome, phase)] = self.route_decisions.labels(
+                outcome=outcome, budget_phase=phase
+            )
+        child.inc()
+
     def __init__(self, registry: CollectorRegistry) -> None:
         self.requests = Counter(
             f"{PREFIX}_requests_total",
@@ -45,6 +57,7 @@ class ApiMetrics:
             ["outcome", "budget_phase"],
             registry=registry,
         )
+        self._decisions: dict[tuple[str, str], Any] = {}
         self.untrusted_secrets = Counter(
             f"{PREFIX}_untrusted_secrets_total",
             "Secrets with the operator's labels that the API does not trust, by reason (wrong name, "

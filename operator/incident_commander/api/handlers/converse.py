@@ -290,7 +290,7 @@ async def _prepare(request: web.Request, ctx: ApiContext) -> _Call | web.Respons
             f"BudgetPolicy {view.spec.budget} cannot take a reservation now: the call would not be metered",
             headers={"Retry-After": "5"},
         )
-    ctx.metrics.route_decisions.labels(outcome="routed", budget_phase=phase).inc()
+    ctx.metrics.route_decided("routed", phase)
     ctx.history.record(
         key, "decision", {**entry, "model": decision.model, "reason": decision.reason, "reservation": hold.id}
     )

@@ -53,7 +53,7 @@ async def route(request: web.Request, ctx: ApiContext) -> web.Response:
     if isinstance(routed, web.Response):
         return routed
     decision, hold, key, entry, phase = routed
-    ctx.metrics.route_decisions.labels(outcome="routed", budget_phase=phase).inc()
+    ctx.metrics.route_decided("routed", phase)
     ctx.history.record(
         key,
         "decision",
@@ -100,7 +100,7 @@ async def route_and_reserve(
     }
     phase = decision.budget_phase or "None"
     if isinstance(decision, RouteRefused):
-        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
+        ctx.metrics.route_decided("refused", phase)
         ctx.history.record(key, "refusal", {**entry, "reason": decision.reason})
         return web.json_response(
             {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
@@ -118,7 +118,7 @@ async def route_and_reserve(
             estimated_output_tokens=reserve_output_tokens,
         )
     except Refused as refused:
-        ctx.metrics.route_decisions.labels(outcome="refused", budget_phase=phase).inc()
+        ctx.metrics.route_decided("refused", phase)
         ctx.history.record(key, "refusal", {**entry, "reason": "InsufficientBudget"})
         return refused.response
     return decision, hold, key, entry, phase
