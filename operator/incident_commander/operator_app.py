@@ -170,7 +170,11 @@ def build_registry(
         ],
         interval=config.incident_sweep_interval.total_seconds(),
         members=lambda: membership.live if membership is not None else frozenset(),
-        created_here=lambda target: policies.table_created_here(target.namespace, target.name),
+        # Only while no other replica has ever served: another one's API may have written there.
+        created_here=lambda target: (
+            not (membership is not None and membership.had_peers)
+            and policies.table_created_here(target.namespace, target.name)
+        ),
     )
 
     def lead() -> None:

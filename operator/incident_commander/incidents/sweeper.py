@@ -21,7 +21,8 @@ A quiet policy is swept rarely (``Schedule``): at 1,000 policies a sweep of each
   default), since their writes are not seen here and a publish they failed waits for a sweep;
 - a quiet policy while this replica is the only one: every ``ALONE_LIMIT`` intervals (1 hour),
   only as a last resort: nothing but this replica writes its incidents. So a lone leader does not
-  sweep at first sight a table it created itself (``created_here``): only it can have written there.
+  sweep at first sight a table it created itself while no other replica ever served
+  (``created_here``): only it can have written there.
 
 It runs only on the leader (started and stopped with leadership), but nothing breaks when two
 replicas sweep at once: each step is idempotent (store.py, service.settle).
