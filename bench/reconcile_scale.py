@@ -20,8 +20,10 @@ One run, in this order:
    (Cost Explorer filter on DynamoDB, ``evaluationInterval`` 24h), an IncidentPolicy on it with
    ``budgetRef`` to that budget, default storage (DynamoDB, Kinesis, S3, Step Functions in
    moto) and one API client.
-3. **Idle.** ``--idle`` seconds after convergence: operator CPU seconds (from ``/proc``) and the
-   operator's API writes (from the apiserver's audit log) while nothing changes.
+3. **Idle.** ``--settle`` seconds after convergence (the last objects' watch events, kopf's
+   per-object workers winding down, the garbage collector: reported apart), then ``--idle``
+   seconds: operator CPU seconds (from ``/proc``); the operator's API writes (from the apiserver's
+   audit log) over both, while nothing changes.
 
 Reported: times and operator/floor for wall time and for CPU (the sum over the reconciler's
 process, its moto, kube-apiserver and etcd, from the first create to all Ready; and the
@@ -369,7 +371,10 @@ def main(argv: Iterable[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("count", type=int, nargs="?", default=100, help="objects of each kind")
-    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured after convergence")
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle measured after settling")
+    parser.add_argument(
+        "--settle", type=float, default=60.0, help="seconds after convergence before idle is measured"
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="give up waiting for Ready after this")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
@@ -438,8 +443,9 @@ def main(argv: Iterable[str] | None = None) -> int:
                 writes = audit_writes(plane.audit_log, "bench", agents=("incident-commander", "kopf"))
                 rss_converged = peak_rss_mb(pids["operator"])
 
-                # 3. Idle.
+                # 3. Settling, then idle.
                 idle_from = datetime.now(UTC)
+                _, settle_cpu = measure_cpu(pids, lambda: time.sleep(args.settle))
                 _, idle_cpu = measure_cpu(pids, lambda: time.sleep(args.idle))
                 time.sleep(2)
                 idle_writes = audit_writes(
@@ -477,6 +483,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             "writes": dict(writes),
             "writes_per_object": total_writes / (3 * n),
             "convergence_cpu_s": cpu,
+            "settle_s": args.settle,
+            "settle_cpu_s": settle_cpu,
             "idle_s": args.idle,
             "idle_cpu_s": idle_cpu,
             "idle_cpu_percent_of_core": 100 * idle_cpu["operator"] / args.idle,
@@ -512,8 +520,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
         f"{fmt_counter(writes)}"
     )
+    print(f"settling {args.settle:.0f} s after convergence: operator CPU {settle_cpu['operator']:.2f} s")
     print(
-        f"idle {args.idle:.0f} s: operator CPU {idle_cpu['operator']:.2f} s "
+        f"idle {args.idle:.0f} s after that: operator CPU {idle_cpu['operator']:.2f} s "
         f"({results['idle_cpu_percent_of_core']:.2f} % of a core); "
         + ", ".join(f"{k} {v:.1f} s" for k, v in idle_cpu.items() if k != "operator")
     )
