@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import logging
 import os
-
-logger = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8
 """mallopt's parameter number for the arena cap (glibc's malloc.h)."""

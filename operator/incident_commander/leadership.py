@@ -227,20 +227,19 @@ class Membership:
         self._timing = timing
         self._clock = clock
         self._name = f"{election}-member-{identity}"[:253]
-        self.members = 1
-        """Ready replicas, this one included when it is ready; never less than 1."""
         self.live: frozenset[str] = frozenset()
         """The identities of the ready replicas (their Leases' holders), as of the last round."""
-        self.had_peers = False
-        """Some round saw another replica: its API may have written anywhere since (incidents/sweeper.py)."""
+
+    @property
+    def members(self) -> int:
+        """Ready replicas, this one included when it is ready; never less than 1."""
+        return max(1, len(self.live))
 
     async def run(self) -> None:
         try:
             while True:
                 try:
                     self.live = await asyncio.to_thread(self._round)
-                    self.members = max(1, len(self.live))
-                    self.had_peers = self.had_peers or bool(self.live - {self.identity})
                 except Exception as exc:
                     logger.warning("membership: %s (%s)", type(exc).__name__, getattr(exc, "reason", exc))
                 await asyncio.sleep(self._timing.retry_period)

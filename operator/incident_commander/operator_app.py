@@ -170,10 +170,10 @@ def build_registry(
         ],
         interval=config.incident_sweep_interval.total_seconds(),
         members=lambda: membership.live if membership is not None else frozenset(),
-        # Only while no other replica has ever served: another one's API may have written there.
+        # Only without leader election: other replicas' APIs may have written there, and membership
+        # does not know them before its first round (fail closed: sweep).
         created_here=lambda target: (
-            not (membership is not None and membership.had_peers)
-            and policies.table_created_here(target.namespace, target.name)
+            membership is None and policies.table_created_here(target.namespace, target.name)
         ),
     )
 

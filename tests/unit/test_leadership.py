@@ -136,7 +136,7 @@ def test_membership_counts_at_least_this_replica() -> None:
     async def scenario() -> None:
         task = asyncio.create_task(member.run())
         await asyncio.sleep(0.05)
-        assert member.live == frozenset() and member.members == 1 and not member.had_peers
+        assert member.live == frozenset() and member.members == 1
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
@@ -272,37 +272,3 @@ def test_a_leader_whose_apiserver_stops_answering_steps_down_within_its_deadline
         took
     )
     assert not elector.may_write()
-
-
-def test_membership_remembers_that_another_replica_served() -> None:
-    kube = FakeKube()
-
-    def member(name: str) -> Membership:
-        return Membership(
-            kube,  # type: ignore[arg-type]
-            namespace=NS,
-            election="ic",
-            identity=name,
-            ready=lambda: True,
-            timing=Timing(retry_period=0.01),
-        )
-
-    alone, first, second = member("alone"), member("a"), member("b")
-
-    async def scenario() -> None:
-        task = asyncio.create_task(alone.run())
-        await asyncio.sleep(0.05)
-        assert alone.live == {"alone"} and not alone.had_peers
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        second._round()  # b serves (and then goes)
-        task = asyncio.create_task(first.run())
-        await asyncio.sleep(0.05)
-        assert first.had_peers and {"a", "b"} <= first.live
-        second._leave()
-        await asyncio.sleep(0.05)
-        assert first.live == {"a"} and first.had_peers, "remembered after b left"
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-
-    asyncio.run(scenario())

@@ -2,9 +2,9 @@
 
 A request publishes its change and tells the state machine itself; the sweep is for what a crash
 or a timeout leaves behind, found through the table's ``by-status`` index (the outbox and
-unsettled proposals carry marker statuses there, so a sweep of a quiet policy is two empty
-queries): events still in an outbox, proposals whose workflow was never started or told, proposals
-past their timeout. Every sweep also counts active incidents per severity for the
+unsettled proposals carry marker statuses there, so a sweep of a quiet policy is three small
+queries with the count): events still in an outbox, proposals whose workflow was never started or
+told, proposals past their timeout. Every sweep also counts active incidents per severity for the
 ``incident_commander_incidents_open`` gauge (only the leader reports it, so the
 gauge is not multiplied by the number of replicas).
 
@@ -20,8 +20,8 @@ A quiet policy is swept rarely (``Schedule``): at 1,000 policies a sweep of each
 - a quiet policy while other replicas serve the API: every ``QUIET_LIMIT`` intervals (5 minutes by
   default), since their writes are not seen here and a publish they failed waits for a sweep;
 - a quiet policy while this replica is the only one: every ``ALONE_LIMIT`` intervals (1 hour),
-  only as a last resort: nothing but this replica writes its incidents. So a lone leader does not
-  sweep at first sight a table it created itself while no other replica ever served
+  only as a last resort: nothing but this replica writes its incidents. So a standalone operator
+  (no leader election) does not sweep at first sight a table it created itself
   (``created_here``): only it can have written there.
 
 It runs only on the leader (started and stopped with leadership), but nothing breaks when two
@@ -54,8 +54,6 @@ ALONE_LIMIT = 240
 
 @dataclass
 class _Pace:
-    quiet: int = 0
-    """Sweeps in a row that found nothing pending."""
     due: int = 0
     """The tick of the next sweep."""
 
@@ -77,7 +75,6 @@ class Schedule:
         pace = self.paces.setdefault(key, _Pace())
         busy = pending or key in self.touched
         self.touched.discard(key)
-        pace.quiet = 0 if busy else pace.quiet + 1
         pace.due = tick + (1 if busy else self.limit)
 
     def shorten(self, limit: int, tick: int) -> None:

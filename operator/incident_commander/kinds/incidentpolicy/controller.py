@@ -127,7 +127,7 @@ class Policy(Entry):
     storage_ok: bool = False
     table_created_here: bool = False
     """This process created the incident table: nothing but this replica's API can have written to
-    it since, so a lone leader need not sweep it at first sight (incidents/sweeper.py)."""
+    it since, so a standalone operator need not sweep it at first sight (incidents/sweeper.py)."""
     _parsed_from: Any = field(default=None, repr=False)
     _parsed: PolicySpec | str = field(default="", repr=False)
 
