@@ -852,7 +852,12 @@ def test_sigkill_during_transitions_leaves_state_audit_and_stream_in_agreement(w
         assert len(copies) >= 2 and all(copy == copies[0] for copy in copies), copies
         versions = [r["version"] for r in ours]
         assert versions == sorted(versions) and set(versions) == {1, 2, 3}, versions
-    decided = [e["action"] for e in audit_trail(dynamodb, table, touched[-1])]
+    # The sweep records the workflow's decision (each interval while the proposal is open).
+    deadline = time.monotonic() + 30
+    while (decided := [e["action"] for e in audit_trail(dynamodb, table, touched[-1])])[-1] != "decide":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert decided == ["open", "propose", "approve", "approve", "decide"]
     assert wait_state(world, touched[-1], proposal["id"], "Approved")["decidedBy"]["client"] == "consensus"
 
