@@ -40,6 +40,9 @@ MANAGED = {"app.kubernetes.io/managed-by": "incident-commander"}
 CLIENTS = [{"name": "admin", "role": "admin"}, {"name": "agent", "role": "responder"}]
 ATTACKER_ADDRESS = "127.0.0.2"
 """Forged requests come from here, so the failure budget of 127.0.0.1 (every other test) is untouched."""
+PLANTER_ADDRESS = "127.0.0.3"
+"""The planted-Secrets test's forged requests come from here: their failures would otherwise spend
+127.0.0.1's budget and the next test's valid token could be answered 429 instead of verified."""
 IDLE_TIMEOUT = 10.0
 """The operator's default --api-idle-timeout (docs/api.md, Server limits)."""
 
@@ -244,10 +247,16 @@ def test_planted_signing_keys_and_key_index_do_not_authenticate(victim: Victim) 
     deadline = time.monotonic() + 5  # long enough for the watch to deliver every planted Secret
     while time.monotonic() < deadline:
         for path in (f"/v1/policies/{ns}/victim", "/v1/summary"):
-            answer = call(victim.url, "GET", path, headers=bearer(forged))
+            answer = call(victim.url, "GET", path, headers=bearer(forged), source_address=PLANTER_ADDRESS)
             assert answer.status == 401, (path, answer.status, answer.body)
         assert (
-            call(victim.url, "POST", "/v1/token", headers={"Authorization": f"ApiKey {api_key}"}).status
+            call(
+                victim.url,
+                "POST",
+                "/v1/token",
+                headers={"Authorization": f"ApiKey {api_key}"},
+                source_address=PLANTER_ADDRESS,
+            ).status
             == 401
         )
         time.sleep(0.5)
@@ -275,7 +284,10 @@ def test_planted_signing_keys_and_key_index_do_not_authenticate(victim: Victim) 
     for client in CLIENTS:  # new keys were issued: clients read them from their Secrets
         victim.keys[client["name"]] = current_key(victim, client["name"])
     assert call(victim.url, "GET", "/v1/summary", headers=bearer(victim.token("admin"))).status == 200
-    assert call(victim.url, "GET", "/v1/summary", headers=bearer(forged)).status == 401
+    forged_again = call(
+        victim.url, "GET", "/v1/summary", headers=bearer(forged), source_address=PLANTER_ADDRESS
+    )
+    assert forged_again.status == 401
     assert untrusted_count(victim.operator) >= before + 2
     for name in ("planted-signing", "planted-index"):
         kube.kubectl("delete", "secret", name, "-n", ns)

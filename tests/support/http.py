@@ -29,9 +29,17 @@ def call(
     body: bytes | None = None,
     json_body: Any = None,
     timeout: float = 10,
+    source_address: str | None = None,
 ) -> Answer:
+    """One request on a fresh connection; `source_address` picks the loopback address it comes from
+    (the API's failed-authentication budget is per address)."""
     parts = urlsplit(base_url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=timeout)
+    connection = http.client.HTTPConnection(
+        parts.hostname or "127.0.0.1",
+        parts.port,
+        timeout=timeout,
+        source_address=(source_address, 0) if source_address else None,
+    )
     all_headers = dict(headers or {})
     if json_body is not None:
         body = json.dumps(json_body).encode()
