@@ -18,12 +18,22 @@ key="$(cat "$here/go.mod" "$here/go.sum" "$here/server/go.mod" "$here/server/go.
   | sha256sum | cut -c1-16)"
 out="$cache_root/prometheus-operator/$key"
 
-if [[ -x "$out/prometheus-operator" && -x "$out/prometheus" && -f "$out/crds/.complete" ]]; then
+built() { [[ -x "$out/prometheus-operator" && -x "$out/prometheus" && -f "$out/crds/.complete" ]]; }
+if built; then
   echo "$out"
   exit 0
 fi
 
+# `make test` builds the e2e and ecosystem tiers' dependencies in parallel, and both need this:
+# the second caller waits for the first (the lock is released when this script exits), then finds
+# the cache filled.
 mkdir -p "$out/crds"
+exec 9>"$out.lock"
+flock 9
+if built; then
+  echo "$out"
+  exit 0
+fi
 started=$(date +%s)
 echo "building prometheus-operator and prometheus into $out (one time; several minutes)" >&2
 (
