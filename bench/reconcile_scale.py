@@ -389,6 +389,14 @@ def main(argv: Iterable[str] | None = None) -> int:
         default=[],
         help="an extra operator argument (repeatable), e.g. --operator-arg=--aws-client-cache=4000",
     )
+    parser.add_argument(
+        "--operator-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra environment variable of the operator (repeatable), for diagnostics such as "
+        "PYTHONMALLOC=malloc or a PYTHONPATH with a sitecustomize",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     n = args.count
 
@@ -400,6 +408,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         "objects": 3 * n,
         "loadavg_before": os.getloadavg(),
         "operator_args": args.operator_arg,
+        "operator_env": args.operator_env,
     }
     with LocalControlPlane(bin_dir=bin_dir, audit_writes=True, workdir=logs / "controlplane") as plane:
         kube = Kube(kubeconfig=plane.kubeconfig, bin_dir=bin_dir)
@@ -421,7 +430,10 @@ def main(argv: Iterable[str] | None = None) -> int:
             docs = objects(n, moto.url)
             prepare_namespace(api, "bench")
             operator = OperatorProcess.start(
-                kube, logs, extra_args=("--namespace", "bench", *args.operator_arg)
+                kube,
+                logs,
+                extra_args=("--namespace", "bench", *args.operator_arg),
+                env=dict(item.split("=", 1) for item in args.operator_env),
             )
             try:
                 pids = {
