@@ -34,6 +34,7 @@ from prometheus_client import (
 )
 
 from incident_commander import __version__
+from incident_commander.metric_tables import GaugeTable, HistogramTable
 
 PREFIX = "incident_commander"
 BUDGET_PHASES = ("Ok", "Warning", "Critical", "Exceeded")
@@ -79,7 +80,7 @@ class OperatorMetrics:
             ["kind", "outcome"],
             registry=self.registry,
         )
-        self.status_condition = Gauge(
+        self.status_condition = GaugeTable(
             f"{PREFIX}_status_condition",
             "1 for the status of each condition of an object (True, False, Unknown), 0 for the others.",
             ["kind", "namespace", "name", "condition", "status"],
@@ -92,14 +93,14 @@ class OperatorMetrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.aws_probe_duration = Histogram(
+        self.aws_probe_duration = HistogramTable(
             f"{PREFIX}_aws_probe_duration_seconds",
             "Duration of one AWS service probe, retries included.",
             ["namespace", "connection", "service"],
             registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.aws_service_up = Gauge(
+        self.aws_service_up = GaugeTable(
             f"{PREFIX}_aws_service_up",
             "1 when the service answered its last probe, else 0.",
             ["namespace", "connection", "service"],
@@ -115,37 +116,37 @@ class OperatorMetrics:
             "boto3 clients built; growing faster than connections change means the cache is too small.",
             registry=self.registry,
         )
-        self.budget_limit = Gauge(
+        self.budget_limit = GaugeTable(
             f"{PREFIX}_budget_limit",
             "The budget's limit for one period, in its currency.",
             ["namespace", "budget"],
             registry=self.registry,
         )
-        self.budget_forecast = Gauge(
+        self.budget_forecast = GaugeTable(
             f"{PREFIX}_budget_forecast_spend",
             "Spend projected for the end of the current period, in the limit's currency.",
             ["namespace", "budget"],
             registry=self.registry,
         )
-        self.budget_phase = Gauge(
+        self.budget_phase = GaugeTable(
             f"{PREFIX}_budget_phase",
             "1 for the budget's current phase (Ok, Warning, Critical, Exceeded), else 0.",
             ["namespace", "budget", "phase"],
             registry=self.registry,
         )
-        self.budget_utilization = Gauge(
+        self.budget_utilization = GaugeTable(
             f"{PREFIX}_budget_utilization_ratio",
             "Total spend of the current period as a fraction of the limit (1 = the limit).",
             ["namespace", "budget"],
             registry=self.registry,
         )
-        self.budget_spend = Gauge(
+        self.budget_spend = GaugeTable(
             f"{PREFIX}_budget_spend",
             "Spend of the current period by source (cost_explorer, ledger) in the limit's currency.",
             ["namespace", "budget", "source"],
             registry=self.registry,
         )
-        self.budget_action = Gauge(
+        self.budget_action = GaugeTable(
             f"{PREFIX}_budget_action_active",
             "1 for the budget's active action (highest crossed threshold), else 0.",
             ["namespace", "budget", "action"],
@@ -163,25 +164,25 @@ class OperatorMetrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.budget_reserved = Gauge(
+        self.budget_reserved = GaugeTable(
             f"{PREFIX}_budget_reserved_spend",
             "Amount held by unsettled reservations in the current period, in the limit's currency.",
             ["namespace", "budget"],
             registry=self.registry,
         )
-        self.budget_spend_by_model = Gauge(
+        self.budget_spend_by_model = GaugeTable(
             f"{PREFIX}_budget_ledger_spend_by_model",
             "Settled LLM spend of the current period by model (the top 10, the rest as other).",
             ["namespace", "budget", "model"],
             registry=self.registry,
         )
-        self.budget_spend_by_client = Gauge(
+        self.budget_spend_by_client = GaugeTable(
             f"{PREFIX}_budget_ledger_spend_by_client",
             "Settled LLM spend of the current period by API client, <policy>/<client> (top 10, other).",
             ["namespace", "budget", "client"],
             registry=self.registry,
         )
-        self.budget_spend_by_task_type = Gauge(
+        self.budget_spend_by_task_type = GaugeTable(
             f"{PREFIX}_budget_ledger_spend_by_task_type",
             "Settled LLM spend of the current period by task type (top 10, other).",
             ["namespace", "budget", "task_type"],
@@ -200,27 +201,27 @@ class OperatorMetrics:
             ["operation", "outcome"],
             registry=self.registry,
         )
-        self.api_key_expiry = Gauge(
+        self.api_key_expiry = GaugeTable(
             f"{PREFIX}_api_key_expiry_timestamp_seconds",
             "Unix time at which the current API key of an IncidentPolicy's client expires.",
             ["namespace", "policy", "client"],
             registry=self.registry,
         )
-        self.incident_time_to_acknowledge = Histogram(
+        self.incident_time_to_acknowledge = HistogramTable(
             f"{PREFIX}_incident_time_to_acknowledge_seconds",
             "Time from opening to acknowledging an incident (MTTA), by policy and severity.",
             ["namespace", "policy", "severity"],
             registry=self.registry,
             buckets=INCIDENT_BUCKETS,
         )
-        self.incident_time_to_resolve = Histogram(
+        self.incident_time_to_resolve = HistogramTable(
             f"{PREFIX}_incident_time_to_resolve_seconds",
             "Time from opening to resolving an incident (MTTR), by policy and severity.",
             ["namespace", "policy", "severity"],
             registry=self.registry,
             buckets=INCIDENT_BUCKETS,
         )
-        self.incidents_open = Gauge(
+        self.incidents_open = GaugeTable(
             f"{PREFIX}_incidents_open",
             "Open or acknowledged incidents, by policy and severity (counted in DynamoDB by the leader).",
             ["namespace", "policy", "severity"],
@@ -280,7 +281,7 @@ class OperatorMetrics:
                 family.labels(namespace, budget, label).set(amount)
             known[dimension] = set(values)
 
-    def _breakdown_families(self) -> tuple[tuple[str, Gauge], ...]:
+    def _breakdown_families(self) -> tuple[tuple[str, GaugeTable], ...]:
         return (
             ("model", self.budget_spend_by_model),
             ("client", self.budget_spend_by_client),

@@ -24,6 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "clock",
         "durations",
         "metrics",
+        "metric_tables",
         "telemetry",
         "allocator",
     ),
