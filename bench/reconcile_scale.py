@@ -77,6 +77,25 @@ def scraped_value(metrics_url: str, family: str) -> float:
     raise LookupError(f"{family} not in {metrics_url}")
 
 
+SCRAPES = 3
+
+
+def scrape_cost(metrics_url: str, pid: int) -> dict[str, float]:
+    """What one Prometheus scrape of ``/metrics`` costs the operator once idle: its CPU-s and wall
+    time per scrape (the mean of SCRAPES), the exposition's size and its number of samples."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    body = b""
+    for _ in range(SCRAPES):
+        with urllib.request.urlopen(metrics_url, timeout=120) as response:  # noqa: S310 - loopback
+            body = response.read()
+    return {
+        "cpu_s": (cpu_seconds(pid) - before) / SCRAPES,
+        "wall_s": (time.monotonic() - started) / SCRAPES,
+        "bytes": len(body),
+        "samples": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
+    }
+
+
 def objects(count: int, endpoint: str) -> list[dict[str, Any]]:
     """The Secret, then per index a connection, a budget on it and a policy on both."""
     docs: list[dict[str, Any]] = []
@@ -464,6 +483,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     plane.audit_log, "bench", agents=("incident-commander", "kopf"), since=idle_from
                 )
                 rss_peak = peak_rss_mb(pids["operator"])
+                scrape = scrape_cost(operator.metrics_url, pids["operator"])  # after idle: not in it
                 client_builds = scraped_value(
                     operator.metrics_url, "incident_commander_aws_client_builds_total"
                 )
@@ -492,6 +512,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             "operator_rss_mb_at_start": rss_start,
             "operator_peak_rss_mb_at_convergence": rss_converged,
             "aws_client_builds": client_builds,
+            "scrape": scrape,
             "writes": dict(writes),
             "writes_per_object": total_writes / (3 * n),
             "convergence_cpu_s": cpu,
@@ -528,6 +549,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     )
     print(f"operator peak RSS               {rss_peak:8.1f} MB ({rss_start:.1f} MB at start, no objects)")
     print(f"boto3 clients built             {client_builds:8.0f}")
+    print(
+        f"one /metrics scrape, idle       {scrape['cpu_s']:8.3f} CPU-s, {scrape['wall_s']:.3f} s "
+        f"({scrape['samples']:.0f} samples, {scrape['bytes'] / 1e6:.1f} MB)"
+    )
     print(
         f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
         f"{fmt_counter(writes)}"

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from aiohttp import web
-from prometheus_client.aiohttp import make_aiohttp_handler
+from aiohttp import hdrs, web
+from prometheus_client.exposition import choose_encoder
 
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.config import OperatorConfig
@@ -86,9 +86,24 @@ class ConnectionCap:
 
 def metrics_app(metrics: OperatorMetrics) -> web.Application:
     """``/metrics`` through prometheus_client's aiohttp handler: the text format or OpenMetrics as
-    the scraper's ``Accept`` asks, gzip when its ``Accept-Encoding`` allows, ``?name[]=`` filters."""
+    the scraper's ``Accept`` asks, gzip when its ``Accept-Encoding`` allows, ``?name[]=`` filters.
+
+    What prometheus_client's own aiohttp handler does, but the exposition is written on a thread:
+    with a few thousand objects it takes a large fraction of a second (docs/performance.md,
+    "Scrapes"), and on the event loop it would hold up the API, the probes and the watches for
+    as long."""
+
+    async def scrape(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
+        names = request.query.getall("name[]", [])
+        source = metrics.registry.restricted_registry(names) if names else metrics.registry
+        body = await asyncio.to_thread(encoder, source)
+        response = web.Response(body=body, headers={"Content-Type": content_type})
+        response.enable_compression()
+        return response
+
     app = web.Application()
-    app.router.add_get("/metrics", make_aiohttp_handler(metrics.registry))
+    app.router.add_get("/metrics", scrape)
     return app
 
 

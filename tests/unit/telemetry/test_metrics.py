@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -354,3 +355,35 @@ def test_incident_series_are_per_policy_severity_and_go_with_the_severity_or_pol
         )
         is None
     )
+
+
+def test_a_scrape_does_not_hold_up_the_event_loop(operator: Operator) -> None:
+    """The exposition of thousands of series is written on a thread: the loop (API, probes,
+    watches) keeps running while it is."""
+    populate(operator, 300)
+
+    async def scrape_while_ticking() -> tuple[float, float]:
+        gaps: list[float] = []
+        stop = asyncio.Event()
+
+        async def tick() -> None:
+            last = time.monotonic()
+            while not stop.is_set():
+                await asyncio.sleep(0.005)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        async with TestClient(TestServer(metrics_app(operator.metrics), host="127.0.0.1")) as client:
+            ticker = asyncio.create_task(tick())
+            started = time.monotonic()
+            response = await client.get("/metrics", headers={"Accept-Encoding": "identity"})
+            body = await response.read()
+            took = time.monotonic() - started
+            stop.set()
+            await ticker
+        assert b'name="obj-299"' in body
+        return took, max(gaps)
+
+    took, longest_gap = asyncio.run(scrape_while_ticking())
+    assert longest_gap < max(0.1, took / 3), (took, longest_gap)
