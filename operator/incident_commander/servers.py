@@ -85,8 +85,8 @@ class ConnectionCap:
 
 
 def metrics_app(metrics: OperatorMetrics) -> web.Application:
-    """``/metrics`` through prometheus_client's aiohttp handler: the text format or OpenMetrics as
-    the scraper's ``Accept`` asks, gzip when its ``Accept-Encoding`` allows, ``?name[]=`` filters.
+    """``/metrics``: the text format or OpenMetrics as the scraper's ``Accept`` asks, gzip when its
+    ``Accept-Encoding`` allows, ``?name[]=`` filters.
 
     What prometheus_client's own aiohttp handler does, but the exposition is written on a thread:
     with a few thousand objects it takes a large fraction of a second (docs/performance.md,

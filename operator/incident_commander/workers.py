@@ -73,7 +73,7 @@ class ObjectWorker:
         # created inside kopf's event handler, whose context holds the cause being handled (the
         # object's raw watch event, managedFields and all, with a patch and a logger): a copy
         # kept one such event alive per object for as long as the object exists (about 5 KB each;
-        # docs/performance.md, "Where the memory goes"). The passes need nothing from it.
+        # docs/performance.md, "The census, and what it found"). The passes need nothing from it.
         self._task = asyncio.create_task(self._loop(), name=f"{kind} {name}", context=contextvars.Context())
 
     def wake(self) -> None:
