@@ -4,7 +4,7 @@ prometheus_client keeps every labelled series as objects of its own (the child m
 holder, a lock, label dicts): about 1.4 KB per series. The per-object families (conditions, probes,
 budgets, API keys, incidents) have tens of thousands of series at a few thousand objects, and at
 N = 1,000 they were the largest live share of the operator's memory (docs/performance.md,
-"Where the memory goes"). Here a series is one entry of a dict from label values to a float (or,
+"The census, and what it found"). Here a series is one entry of a dict from label values to a float (or,
 for a histogram, to its bucket counts), and the exposition is produced by a collector when
 Prometheus scrapes, in the same text prometheus_client writes for its own families.
 
@@ -27,6 +27,7 @@ from prometheus_client.utils import floatToGoString
 
 LabelValues = tuple[str, ...]
 V = TypeVar("V")
+T = TypeVar("T")
 
 
 class _Table(Collector, Generic[V]):
@@ -36,7 +37,7 @@ class _Table(Collector, Generic[V]):
     operation or for a copy of the table."""
 
     def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+        self, name: str, documentation: str, labelnames: Sequence[str], *, registry: CollectorRegistry
     ) -> None:
         self._name = name
         self._documentation = documentation
@@ -61,13 +62,18 @@ class _Table(Collector, Generic[V]):
             self._series.clear()
 
 
+class _Series(Generic[T]):
+    """One series of a table: what ``labels(...)`` returns, as prometheus_client's child does."""
+
+    __slots__ = ("_key", "_table")
+
+    def __init__(self, table: T, key: LabelValues) -> None:
+        self._table = table
+        self._key = key
+
+
 class GaugeTable(_Table[float]):
     """A labelled gauge family."""
-
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], *, registry: CollectorRegistry
-    ) -> None:
-        super().__init__(name, documentation, labelnames, registry)
 
     def labels(self, *values: object) -> _GaugeSeries:
         return _GaugeSeries(self, self._key(values))
@@ -88,12 +94,8 @@ class GaugeTable(_Table[float]):
         return [family]
 
 
-class _GaugeSeries:
-    __slots__ = ("_key", "_table")
-
-    def __init__(self, table: GaugeTable, key: LabelValues) -> None:
-        self._table = table
-        self._key = key
+class _GaugeSeries(_Series[GaugeTable]):
+    __slots__ = ()
 
     def set(self, value: float) -> None:
         self._table._set(self._key, value)
@@ -117,7 +119,7 @@ class HistogramTable(_Table[list[float]]):
             bounds.append(math.inf)
         self._bounds = tuple(bounds)
         self._le = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
-        super().__init__(name, documentation, labelnames, registry)
+        super().__init__(name, documentation, labelnames, registry=registry)
 
     def labels(self, *values: object) -> _HistogramSeries:
         return _HistogramSeries(self, self._key(values))
@@ -150,12 +152,8 @@ def _cumulative(counts: Sequence[float]) -> Iterator[float]:
         yield total
 
 
-class _HistogramSeries:
-    __slots__ = ("_key", "_table")
-
-    def __init__(self, table: HistogramTable, key: LabelValues) -> None:
-        self._table = table
-        self._key = key
+class _HistogramSeries(_Series[HistogramTable]):
+    __slots__ = ()
 
     def observe(self, value: float) -> None:
         self._table._observe(self._key, value)
