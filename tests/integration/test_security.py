@@ -413,24 +413,39 @@ def test_a_thousand_forged_tokens_cost_bounded_cpu_and_log_lines(victim: Victim)
     )
     forged = forger.sign(admin_claims(victim))  # a public kid, plausible claims: only the signature is wrong
 
-    # The floor: the same number of refusals that need no cryptography at all.
-    lines_before, cpu_before = security_lines(victim.operator), cpu_seconds(pid)
-    floor = asyncio.run(send_many(victim.url, bearer("not.a.token"), 1000))
-    floor_cpu = cpu_seconds(pid) - cpu_before
-    assert set(floor) == {401}
+    def cpu_of(token: str) -> tuple[list[int], float]:
+        before = cpu_seconds(pid)
+        statuses = asyncio.run(send_many(victim.url, bearer(token), 1000))
+        return statuses, cpu_seconds(pid) - before
 
-    lines_between, cpu_between = security_lines(victim.operator), cpu_seconds(pid)
-    statuses = asyncio.run(send_many(victim.url, bearer(forged), 1000))
-    forged_cpu = cpu_seconds(pid) - cpu_between
+    # The floor: the same number of refusals that need no cryptography at all. Floor and forged
+    # rounds alternate, three of each, and the cheapest of each is compared: what else the operator
+    # does meanwhile (a sweep, a reconcile, a collection) only ever adds to a round, and one such
+    # round made a single pair fail in CI (0.89 vs 0.39 CPU-s).
+    lines_before = security_lines(victim.operator)
+    floor, floor_cpu = cpu_of("not.a.token")
+    assert set(floor) == {401}
+    lines_between = security_lines(victim.operator)
+    statuses, forged_cpu = cpu_of(forged)
     lines_after = security_lines(victim.operator)
 
     assert set(statuses) <= {401, 429}
     # At most the address's failure budget (20, then 1/s) paid for a signature check.
     assert statuses.count(429) >= 900, f"{statuses.count(401)} signature checks for 1,000 forged tokens"
-    assert forged_cpu <= 1.5 * floor_cpu + 0.2, f"forged {forged_cpu:.2f}s vs floor {floor_cpu:.2f}s CPU"
     # 20 lines per reason per minute, plus the summaries: not one line per request.
     assert lines_between - lines_before <= 45, lines_between - lines_before
     assert lines_after - lines_between <= 45, lines_after - lines_between
+
+    floors, forgeds = [floor_cpu], [forged_cpu]
+    for _ in range(2):
+        floors.append(cpu_of("not.a.token")[1])
+        later, cpu = cpu_of(forged)
+        assert later.count(429) >= 900, f"{later.count(401)} signature checks for 1,000 forged tokens"
+        forgeds.append(cpu)
+    # The first forged round paid for its (at most ~22) signature checks, milliseconds of CPU; the
+    # others for a few each. Each round's refusals are what is compared.
+    cheapest_floor, cheapest_forged = min(floors), min(forgeds)
+    assert cheapest_forged <= 1.5 * cheapest_floor + 0.2, f"forged {forgeds} vs floor {floors} CPU-s (rounds)"
     # Clients with valid credentials from that address still get in: API keys, and known tokens.
     token = victim.token("agent")
     assert call(victim.url, "GET", "/v1/summary", headers=bearer(token)).status == 200

@@ -16,6 +16,9 @@ that buy a signature check; the API bounds those per remote address (api/ratelim
 
 from __future__ import annotations
 
+import base64
+import json
+import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -72,6 +75,50 @@ def issue_token(
     return IssuedToken(
         token=token, expires_at=datetime.fromtimestamp(expires, tz=now.tzinfo), kid=signing_key.kid
     )
+
+
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+"""An unpadded base64url segment (RFC 7515 section 2); our issuer never pads."""
+
+
+def _segment(segment: str) -> bytes | None:
+    """The bytes of one canonical base64url segment, or None."""
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
+        return None
+    raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    # Canonical only: with trailing bits set, several texts would decode to the same bytes.
+    return raw if base64.urlsafe_b64encode(raw).rstrip(b"=") == segment.encode() else None
+
+
+def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """A compact JWS's header and claims, unverified, or None when it is not well-formed.
+
+    What PyJWT's parse accepts (canonical base64url, JSON objects, a string ``kid``), except
+    padding, ``crit`` and a detached payload (``b64: false``), none of which our issuer writes.
+    One regular expression per segment: PyJWT (2.15) tests each character of every segment in a
+    Python loop, and was called twice (header, then claims): refusing a forged token without a
+    signature check took about 100 µs here, 15 times a malformed one (20 µs now). The signature
+    check still goes through PyJWT, which parses the token its own way.
+    """
+    segments = token.split(".")
+    if len(segments) != 3 or _segment(segments[2]) is None:
+        return None
+    decoded: list[dict[str, Any]] = []
+    for segment in segments[:2]:
+        raw = _segment(segment) if segment else None
+        if raw is None:
+            return None
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError):
+            return None
+        if not isinstance(value, dict):
+            return None
+        decoded.append(value)
+    header, claims = decoded
+    if "crit" in header or header.get("b64", True) is not True or not isinstance(header.get("kid", ""), str):
+        return None
+    return header, claims
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,11 +178,10 @@ def verify_token(
             current = keyring.verification_key(policy, hit.signing_key.kid, now)
             if current is hit.signing_key and settings_for(policy) == hit.settings:
                 return _authorize(hit.claims, policy, keyring, now)
-    try:
-        header = jwt.get_unverified_header(token)
-        unverified = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    parts = unverified_parts(token)
+    if parts is None:
         return AuthFailure(reason="malformed_token", detail="the token is not a well-formed JWT")
+    header, unverified = parts
     kid, namespace, policy_name = header.get("kid"), unverified.get("ns"), unverified.get("policy")
     if not isinstance(kid, str) or not isinstance(namespace, str) or not isinstance(policy_name, str):
         return AuthFailure(reason="unknown_kid", detail="the token names no known signing key")

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from incident_commander.api.keyring import Keyring
 from incident_commander.api.principal import AuthFailure, Principal
-from incident_commander.api.tokens import VerifiedTokens, issue_token, verify_token
+from incident_commander.api.tokens import VerifiedTokens, issue_token, unverified_parts, verify_token
 from incident_commander.credentials import signing
 from incident_commander.kinds.incidentpolicy.spec import TokenSettings
 from tests.unit.api.keys import NOW, NS, client, keyring_with, retire, signing_secret
@@ -53,7 +54,7 @@ def signed(key: signing.SigningKey, payload: dict[str, Any], **header: Any) -> s
     return jwt.encode(payload, key.private_key(), algorithm=key.algorithm, headers={"kid": key.kid, **header})
 
 
-def b64(data: dict[str, Any]) -> str:
+def b64(data: Any) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
 
@@ -181,3 +182,59 @@ def test_cached_tokens_see_a_changed_audience() -> None:
     moved = TokenSettings(issuer="ic", audience="elsewhere", ttl=timedelta(minutes=15))
     result = verify_token(token, keyring=keyring, settings_for=lambda _: moved, now=NOW, cache=cache)
     assert reason(result) == "wrong_audience"
+
+
+def pyjwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    try:
+        return jwt.get_unverified_header(token), jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+
+
+def test_unverified_parts_accepts_what_pyjwt_accepts() -> None:
+    _, principal, key = setup("ES256")
+    good = signed(key, claims(principal))
+    head, body, signature = good.split(".")
+    cases = [
+        good,
+        f"{head}.{body}.",  # no signature (alg none): well-formed, refused later by the pin
+        f"{head}.{body}",
+        f"{head}.{body}.{signature}.{signature}",
+        f".{body}.{signature}",
+        f"{head}..{signature}",
+        "not.a.token",
+        "..",
+        "",
+        f"{head}!.{body}.{signature}",
+        f"{head}.{body}.{signature}é",
+        f"{b64([1, 2])}.{body}.{signature}",  # JSON, not an object
+        f"{head}.{b64('text')}.{signature}",
+        f"{b64({'alg': 'ES256', 'kid': 7})}.{body}.{signature}",  # kid not a string
+        f"{head[:-1]}.{body}.{signature}",
+        f"{head}.{body}.{signature[:-1]}",
+    ]
+    # Random one-character changes, most of them in the header and claims.
+    rng = random.Random(19)  # noqa: S311 - reproducible mutations, not a secret
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=.+/!"
+    for _ in range(3000):
+        at = rng.randrange(len(head) + len(body) + 20)
+        cases.append(good[:at] + rng.choice(alphabet) + good[at + 1 :])
+    agreed = 0
+    for token in cases:
+        assert unverified_parts(token) == pyjwt_parts(token), token
+        agreed += unverified_parts(token) is not None
+    assert 0 < agreed < len(cases)  # both kinds of answer were compared
+
+
+def test_unverified_parts_refuses_what_our_issuer_never_writes() -> None:
+    _, principal, key = setup("ES256")
+    _, body, signature = signed(key, claims(principal)).split(".")
+    for refused in ({"alg": "ES256", "crit": ["exp"], "exp": 1}, {"alg": "ES256", "b64": False}):
+        assert unverified_parts(f"{b64(refused)}.{body}.{signature}") is None
+    # PyJWT accepts a padded segment; a header one or two bytes longer needs padding.
+    header = next(
+        h for h in (b64({"alg": "ES256", "kid": key.kid, "x": "a" * n}) for n in range(3)) if len(h) % 4
+    )
+    padded = header + "=" * (-len(header) % 4)
+    assert pyjwt_parts(f"{padded}.{body}.{signature}") is not None
+    assert unverified_parts(f"{padded}.{body}.{signature}") is None
