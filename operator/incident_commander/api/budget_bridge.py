@@ -29,7 +29,7 @@ from incident_commander.budget.model import (
     UsageRecorded,
     UsageReport,
 )
-from incident_commander.kinds.incidentpolicy.spec import effective_routing_for
+from incident_commander.kinds.incidentpolicy.spec import PolicySpec, effective_routing_for
 from incident_commander.timestamps import precise_time
 
 
@@ -45,15 +45,31 @@ class BudgetSource(Protocol):
     async def release(self, namespace: str, name: str, reservation: Reservation) -> bool: ...
 
 
+EFFECTIVE_CACHE_POLICIES = 10_000
+"""Policies whose last effective routing is kept; past that the cache starts again (it only saves work)."""
+
+
 class BudgetBridge:
     def __init__(self, budgets: BudgetSource | None) -> None:
         self._budgets = budgets
+        self._effective: dict[tuple[str, str], tuple[PolicySpec, BudgetState | None, EffectiveRouting]] = {}
 
     def effective_for(self, view: PolicyView) -> EffectiveRouting:
+        """The policy's routing under its budget. Computed again only when the policy's spec or
+        its budget's state is a new object (both are immutable and replaced on change): every
+        routing request asks, and they rarely change."""
         state = None
         if view.spec.budget is not None and self._budgets is not None:
             state = self._budgets.state(view.namespace, view.spec.budget)
-        return effective_routing_for(view.spec, state)
+        key = (view.namespace, view.name)
+        cached = self._effective.get(key)
+        if cached is not None and cached[0] is view.spec and cached[1] is state:
+            return cached[2]
+        effective = effective_routing_for(view.spec, state)
+        if len(self._effective) >= EFFECTIVE_CACHE_POLICIES:
+            self._effective.clear()
+        self._effective[key] = (view.spec, state, effective)
+        return effective
 
     async def record(
         self,

@@ -189,9 +189,9 @@ class ApiContext:
     """Why this replica's view may not be current (readiness.Readiness.reasons); empty when it is.
     While it is not empty, every route but the probes and the OpenAPI document answers 503."""
     replicas: Callable[[], int] = lambda: 1
+    """Ready replicas serving the API (leadership.Membership): each takes its share of a rate limit."""
     models: Models | None = None
     """Calls models for ``/v1/converse``; None: that route answers 503."""
-    """Ready replicas serving the API (leadership.Membership): each takes its share of a rate limit."""
     security_log: SampledLog = field(
         default_factory=lambda: SampledLog(logger, per_window=SECURITY_LOG_LINES, window=60.0)
     )

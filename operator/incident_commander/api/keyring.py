@@ -80,6 +80,8 @@ class _IndexedKey:
     namespace: str
     policy: str
     entry: KeyEntry
+    principal: Principal
+    """Who this key authenticates: built once when the index loads, not on every request."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -224,7 +226,19 @@ class Keyring:
                 # Key ids are 64 random bits: a clash is a copy, and the first holder keeps its key.
                 self._untrusted("key_id_clash", *policy)
                 continue
-            self._by_key_id[entry.key_id] = _IndexedKey(namespace=policy[0], policy=policy[1], entry=entry)
+            self._by_key_id[entry.key_id] = _IndexedKey(
+                namespace=policy[0],
+                policy=policy[1],
+                entry=entry,
+                principal=Principal(
+                    namespace=policy[0],
+                    policy=policy[1],
+                    client=entry.client,
+                    role=entry.role,
+                    key_id=entry.key_id,
+                    method="api-key",
+                ),
+            )
 
     def set_signing_keys(self, policy: PolicyKey, keys: tuple[SigningKey, ...]) -> None:
         self._signing.pop(policy, None)
@@ -262,14 +276,7 @@ class Keyring:
         if not entry.valid_at(now):
             reason = "revoked_api_key" if entry.state in ("Revoked", "Rotating") else "inactive_api_key"
             return AuthFailure(reason=reason, detail="the API key has been revoked")
-        return Principal(
-            namespace=indexed.namespace,
-            policy=indexed.policy,
-            client=entry.client,
-            role=entry.role,
-            key_id=entry.key_id,
-            method="api-key",
-        )
+        return indexed.principal
 
     def key_entry(self, key_id: str) -> tuple[PolicyKey, KeyEntry] | None:
         indexed = self._by_key_id.get(key_id)

@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gzip
 import ipaddress
+import json
 import socket
 import ssl
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +120,57 @@ def test_cors_allow_list_on_answers_and_errors() -> None:
         (200, None),  # a non-browser client is not stopped by CORS; the browser would be
         (404, "NotFound"),
         (405, "MethodNotAllowed", "POST"),
+    ]
+
+
+def test_bodies_are_read_whatever_their_framing_type_parameters_or_encoding() -> None:
+    """The reader takes a body buffered with its head at once, and waits for one that is not:
+    chunked, compressed, sent in pieces, or in UTF-16; the media type's case and parameters do
+    not matter, another type is a 415 and a body over the limit a 413."""
+
+    async def scenario() -> list[tuple[int, str]]:
+        ctx, key = context()
+        port = free_port()
+        servers = await serve(OperatorConfig(api_port=port, metrics_port=0, bind_address="127.0.0.1"), ctx)
+        url = f"http://127.0.0.1:{port}/v1/route"
+        body = json.dumps({"policy": "p", "taskType": "t", "complexity": 0.1, "estimatedTokens": 1})
+        auth = {"Authorization": f"ApiKey {key}"}
+
+        async def pieces() -> AsyncIterator[bytes]:
+            for at in range(0, len(body), 7):
+                await asyncio.sleep(0.01)
+                yield body[at : at + 7].encode()
+
+        sends: list[tuple[dict[str, str], Any]] = [
+            ({"Content-Type": "application/json"}, body.encode()),
+            ({"Content-Type": "Application/JSON; charset=utf-8"}, body.encode()),
+            ({"Content-Type": "application/json"}, pieces()),  # chunked, in pieces over 100 ms
+            ({"Content-Type": "application/json", "Content-Encoding": "gzip"}, gzip.compress(body.encode())),
+            ({"Content-Type": "application/json"}, body.encode("utf-16")),
+            ({"Content-Type": "application/json"}, body.encode("utf-16-le")),
+            ({"Content-Type": "text/plain"}, body.encode()),
+            ({"Content-Type": "application/json"}, b'{"pad": "' + b"x" * ctx.max_body_bytes + b'"}'),
+        ]
+        seen = []
+        try:
+            async with aiohttp.ClientSession() as session:
+                for headers, data in sends:
+                    async with session.post(url, data=data, headers={**auth, **headers}) as r:
+                        answer = await r.json()
+                        seen.append((r.status, answer.get("model") or answer.get("error")))
+        finally:
+            await servers.stop()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        (200, "s"),
+        (200, "s"),
+        (200, "s"),
+        (200, "s"),
+        (200, "s"),
+        (200, "s"),
+        (415, "UnsupportedMediaType"),
+        (413, "PayloadTooLarge"),
     ]
 
 
