@@ -94,7 +94,8 @@ def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]] | None
     """A compact JWS's header and claims, unverified, or None when it is not well-formed.
 
     What PyJWT's parse accepts (canonical base64url, JSON objects, a string ``kid``), except
-    padding, ``crit`` and a detached payload (``b64: false``), none of which our issuer writes.
+    padding, ``crit`` and a ``b64`` header other than true (a detached payload), none of which
+    our issuer writes; a header or claims nested past the parser's recursion are refused too.
     One regular expression per segment: PyJWT (2.15) tests each character of every segment in a
     Python loop, and was called twice (header, then claims): refusing a forged token without a
     signature check took about 100 µs here, 15 times a malformed one (20 µs now). The signature

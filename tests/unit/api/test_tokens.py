@@ -238,3 +238,10 @@ def test_unverified_parts_refuses_what_our_issuer_never_writes() -> None:
     padded = header + "=" * (-len(header) % 4)
     assert pyjwt_parts(f"{padded}.{body}.{signature}") is not None
     assert unverified_parts(f"{padded}.{body}.{signature}") is None
+
+
+def test_claims_nested_past_the_parsers_recursion_are_malformed_not_an_error() -> None:
+    keyring, principal, key = setup()
+    head = signed(key, claims(principal)).split(".")[0]
+    deep = base64.urlsafe_b64encode(b"[" * 1500).rstrip(b"=").decode()  # within MAX_TOKEN_BYTES
+    assert reason(verify(keyring, f"{head}.{deep}.c2ln")) == "malformed_token"
