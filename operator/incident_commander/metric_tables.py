@@ -10,24 +10,114 @@ Prometheus scrapes, in the same text prometheus_client writes for its own famili
 
 The interface is the part of prometheus_client's the operator uses: ``labels(*values)`` with
 ``set``/``observe``, ``remove(*values)`` (KeyError when absent) and ``clear()``.
+
+``exposition`` is what ``/metrics`` calls: the library's encoder writes every other family, and the
+tables write their own lines, the same bytes the encoder would write for them (the tests compare
+the two for every format and escaping it serves this way; any other falls back to the library).
+Through the library, each sample is a ``Sample`` with a label dict, sorted and escaped again for
+every line: at N = 1,000 a scrape of 58,081 samples cost 0.85 CPU-s.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
+import re
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Generic, TypeVar
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Generic, TypeVar, cast
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, exposition
 from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 LabelValues = tuple[str, ...]
+Encoder = Callable[[Collector], bytes]
 V = TypeVar("V")
 T = TypeVar("T")
+
+_TABLES: weakref.WeakKeyDictionary[CollectorRegistry, list[_Table[object]]] = weakref.WeakKeyDictionary()
+"""The tables registered in each registry, in registration order."""
+
+_WRITING = threading.local()
+"""Set on the thread that is writing an exposition itself: the tables' ``collect`` yields nothing
+there, so the library's encoder writes only the other families."""
+
+_SAME_NAMES = frozenset({openmetrics.UNDERSCORES, openmetrics.ALLOWUTF8, openmetrics.VALUES})
+"""Escapings that leave legacy-valid metric and label names as they are (``dots`` does not)."""
+
+_LEGACY_METRIC = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LEGACY_LABEL = re.compile(r"(?!__)[a-zA-Z_][a-zA-Z0-9_]*")
+"""Names every escaping leaves alone but ``dots`` (Prometheus' classic character sets; label names
+starting with ``__`` are reserved)."""
+
+_VERSIONS = frozenset({"1.0.0", "2.0.0"})
+"""OpenMetrics versions whose classic gauge and histogram lines the tests compare."""
+
+
+_go = cast(Callable[[float], str], floatToGoString)
+"""A sample value as both formats write it (Go's float formatting)."""
+
+
+def _escape_value(value: str) -> str:
+    """A label value as both text formats write it (backslash, newline and quote escaped)."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    return value
+
+
+def _format(encoder: Encoder) -> str | None:
+    """The format the encoder writes ("text" or "openmetrics") when the tables can write their
+    lines for it themselves; None when only the library can."""
+    if encoder is exposition.generate_latest:
+        return "text"
+    if not isinstance(encoder, functools.partial) or encoder.args:
+        return None
+    keywords = dict(encoder.keywords)
+    if keywords.pop("escaping", openmetrics.UNDERSCORES) not in _SAME_NAMES:
+        return None
+    if encoder.func is exposition.generate_latest and not keywords:
+        return "text"
+    if encoder.func is openmetrics.generate_latest and keywords.pop("version", "1.0.0") in _VERSIONS:
+        return None if keywords else "openmetrics"
+    return None
+
+
+def exposition_of(registry: CollectorRegistry, encoder: Encoder, names: Sequence[str] = ()) -> bytes:
+    """What ``encoder`` writes for ``registry`` (only the samples named in ``names``, if any), with
+    the tables' lines written by the tables. Called on a worker thread, as scrapes are."""
+    tables = _TABLES.get(registry, [])
+    style = _format(encoder)
+    source = registry.restricted_registry(names) if names else registry
+    if style is None or not tables or not all(table.legacy_names for table in tables):
+        return encoder(source)
+    _WRITING.active = True
+    try:
+        others = encoder(source)
+    finally:
+        _WRITING.active = False
+    wanted = frozenset(names) if names else None
+    lines = "".join(table.exposition(encoder, wanted) for table in tables).encode()
+    if style == "openmetrics":
+        end = b"# EOF\n"
+        if not others.endswith(end):
+            raise ValueError("an OpenMetrics exposition that does not end with # EOF")
+        return others[: -len(end)] + lines + end
+    return others + lines
+
+
+class _Family(Collector):
+    """One metric, as a collector: for the library to write a family's HELP and TYPE lines."""
+
+    def __init__(self, metric: Metric) -> None:
+        self._metric = metric
+
+    def collect(self) -> Iterable[Metric]:
+        return [self._metric]
 
 
 class _Table(Collector, Generic[V]):
@@ -44,7 +134,33 @@ class _Table(Collector, Generic[V]):
         self._labelnames = tuple(labelnames)
         self._lock = threading.Lock()
         self._series: dict[LabelValues, V] = {}
+        self.legacy_names = _LEGACY_METRIC.fullmatch(name) is not None and all(
+            _LEGACY_LABEL.fullmatch(label) is not None for label in self._labelnames
+        )
         registry.register(self)
+        _TABLES.setdefault(registry, []).append(self)  # type: ignore[arg-type]
+
+    def _empty(self) -> Metric:
+        raise NotImplementedError
+
+    def exposition(self, encoder: Encoder, wanted: frozenset[str] | None) -> str:
+        raise NotImplementedError
+
+    def _header(self, encoder: Encoder) -> str:
+        """The family's HELP and TYPE lines as ``encoder`` writes them."""
+        text = encoder(_Family(self._empty())).decode()
+        return text.removesuffix("# EOF\n")
+
+    def _label_text(self, names: Sequence[str]) -> Callable[[LabelValues], str]:
+        """Label values (in ``self._labelnames`` order) to ``a="x",b="y"``, sorted by name as the
+        library writes them, for the label names ``names`` (a subset of ``self._labelnames``)."""
+        order = sorted((name, self._labelnames.index(name)) for name in names)
+        prefixes = [(f'{name}="', index) for name, index in order]
+
+        def text(values: LabelValues) -> str:
+            return ",".join(f'{prefix}{_escape_value(values[index])}"' for prefix, index in prefixes)
+
+        return text
 
     def _key(self, values: Iterable[object]) -> LabelValues:
         key = tuple(str(v) for v in values)
@@ -82,16 +198,36 @@ class GaugeTable(_Table[float]):
         with self._lock:
             self._series[key] = float(value)
 
+    def _empty(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+        return [self._empty()]
 
     def collect(self) -> Iterable[Metric]:
-        family = GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        if getattr(_WRITING, "active", False):
+            return []
+        family = self._empty()
         with self._lock:
             rows = list(self._series.items())
         for key, value in rows:
             family.add_metric(key, value)
         return [family]
+
+    def exposition(self, encoder: Encoder, wanted: frozenset[str] | None) -> str:
+        """The family's lines as ``encoder`` writes them; with ``wanted``, only those samples (and
+        the header only if one is left), as the library's restricted registry does."""
+        with self._lock:
+            rows = list(self._series.items())
+        if wanted is not None and (self._name not in wanted or not rows):
+            return ""
+        labels = self._label_text(self._labelnames)
+        name = self._name
+        if self._labelnames:
+            lines = [f"{name}{{{labels(key)}}} {_go(value)}\n" for key, value in rows]
+        else:
+            lines = [f"{name} {_go(value)}\n" for _, value in rows]
+        return self._header(encoder) + "".join(lines)
 
 
 class _GaugeSeries(_Series[GaugeTable]):
@@ -133,16 +269,56 @@ class HistogramTable(_Table[list[float]]):
             counts[index] += 1
             counts[-1] += value
 
+    def _empty(self) -> HistogramMetricFamily:
+        return HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
     def describe(self) -> Iterable[Metric]:
-        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+        return [self._empty()]
 
     def collect(self) -> Iterable[Metric]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        if getattr(_WRITING, "active", False):
+            return []
+        family = self._empty()
         with self._lock:
             rows = [(key, list(counts)) for key, counts in self._series.items()]
         for key, counts in rows:
             family.add_metric(key, list(zip(self._le, _cumulative(counts[:-1]), strict=True)), counts[-1])
         return [family]
+
+    def exposition(self, encoder: Encoder, wanted: frozenset[str] | None) -> str:
+        """As GaugeTable.exposition: per series its buckets (``le`` among the labels in name
+        order), then ``_count`` and ``_sum`` (none when a bound is negative, as in the library)."""
+        with self._lock:
+            rows = [(key, list(counts)) for key, counts in self._series.items()]
+        bucket, count, total = (f"{self._name}{suffix}" for suffix in ("_bucket", "_count", "_sum"))
+        totals = self._bounds[0] >= 0
+        if wanted is None:
+            buckets, counts, sums = True, totals, totals
+        else:
+            buckets, counts, sums = bucket in wanted, totals and count in wanted, totals and total in wanted
+            if not rows or not (buckets or counts or sums):
+                return ""
+        before = self._label_text([n for n in self._labelnames if n < "le"])
+        after = self._label_text([n for n in self._labelnames if n > "le"])
+        labels = self._label_text(self._labelnames)
+        les = [f'le="{le}"' for le in self._le]
+        lines: list[str] = []
+        for key, values in rows:
+            if buckets:
+                head, tail = before(key), after(key)
+                head = f"{bucket}{{{head}," if head else f"{bucket}{{"
+                tail = f",{tail}}} " if tail else "} "
+                lines.extend(
+                    f"{head}{le}{tail}{_go(cumulative)}\n"
+                    for le, cumulative in zip(les, _cumulative(values[:-1]), strict=True)
+                )
+            text = labels(key)
+            text = f"{{{text}}}" if text else ""
+            if counts:
+                lines.append(f"{count}{text} {_go(sum(values[:-1]))}\n")
+            if sums:
+                lines.append(f"{total}{text} {_go(values[-1])}\n")
+        return self._header(encoder) + "".join(lines)
 
 
 def _cumulative(counts: Sequence[float]) -> Iterator[float]:

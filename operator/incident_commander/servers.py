@@ -37,6 +37,7 @@ from prometheus_client.exposition import choose_encoder
 
 from incident_commander.api.metrics import ApiMetrics
 from incident_commander.config import OperatorConfig
+from incident_commander.metric_tables import exposition_of
 from incident_commander.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
@@ -91,13 +92,12 @@ def metrics_app(metrics: OperatorMetrics) -> web.Application:
     What prometheus_client's own aiohttp handler does, but the exposition is written on a thread:
     with a few thousand objects it takes a large fraction of a second (docs/performance.md,
     "Scrapes"), and on the event loop it would hold up the API, the probes and the watches for
-    as long."""
+    as long. The per-object families write their own lines (metric_tables.exposition_of)."""
 
     async def scrape(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(",".join(request.headers.getall(hdrs.ACCEPT, [])))
         names = request.query.getall("name[]", [])
-        source = metrics.registry.restricted_registry(names) if names else metrics.registry
-        body = await asyncio.to_thread(encoder, source)
+        body = await asyncio.to_thread(exposition_of, metrics.registry, encoder, names)
         response = web.Response(body=body, headers={"Content-Type": content_type})
         response.enable_compression()
         return response

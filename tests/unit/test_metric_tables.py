@@ -4,9 +4,10 @@ same calls (the exposition is the contract with Prometheus and with docs/metrics
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pytest
 from prometheus_client import (
@@ -18,8 +19,10 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import metrics as prometheus_metrics
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 
-from incident_commander.metric_tables import GaugeTable, HistogramTable
+from incident_commander.metric_tables import GaugeTable, HistogramTable, exposition_of
 
 LABELS = ("namespace", "name", "service")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -134,3 +137,123 @@ def test_scrapes_while_other_threads_set_and_remove_never_fail() -> None:
         stop.set()
         for thread in threads:
             thread.join()
+
+
+# -- the tables' own lines, as /metrics writes them ------------------------------------------------
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+)
+"""What Prometheus 3 sends when it scrapes."""
+
+NATIVE = (
+    "",
+    "text/plain",
+    "text/plain;version=0.0.4",
+    "text/plain;version=1.0.0;escaping=allow-utf-8",
+    "text/plain;version=1.0.0;escaping=underscores",
+    "text/plain;version=1.0.0;escaping=values",
+    "application/openmetrics-text",
+    "application/openmetrics-text;version=1.0.0",
+    "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+    "application/openmetrics-text;version=2.0.0;escaping=underscores",
+    PROMETHEUS_ACCEPT,
+)
+FALLBACK = (
+    "application/openmetrics-text;version=1.0.0;escaping=dots",
+    "text/plain;version=1.0.0;escaping=dots",
+)
+
+
+def mixed_registry() -> tuple[CollectorRegistry, list[GaugeTable | HistogramTable]]:
+    """Library families and tables side by side; labels that sort on both sides of ``le``; label
+    values that need escaping; values Go writes its own way; an empty table; no labels at all."""
+    registry = CollectorRegistry(auto_describe=True)
+    Gauge("lib_up", "A library gauge.", ["zone"], registry=registry).labels("a").set(1)
+    counter = Histogram("lib_seconds", "A library histogram.", ["zone"], buckets=BUCKETS, registry=registry)
+    counter.labels("b").observe(0.2)
+    conditions = GaugeTable(
+        "t_condition", 'Condition "quoted" \\ help.', ("namespace", "kind", "zone"), registry=registry
+    )
+    for index, value in enumerate((0, 1, 2.5, -3, 1e12, 1.9e9, math.inf, -math.inf, math.nan, 1e-7)):
+        conditions.labels(f"ns-{index}", "Kind", f"z{index % 3}").set(value)
+    conditions.labels('we"ird\\ns', "line\nbreak", "ünïcode").set(4)
+    durations = HistogramTable(
+        "t_seconds", "Latency.", ("service", "kind", "namespace"), buckets=BUCKETS, registry=registry
+    )
+    rng = random.Random(5)  # noqa: S311 - test data
+    for _ in range(400):
+        key = (rng.choice(("s3", "sts")), rng.choice(("a", "b")), f"ns-{rng.randrange(4)}")
+        durations.labels(*key).observe(
+            rng.choice([*BUCKETS, 0.0, 31.0]) if rng.random() < 0.5 else rng.uniform(0, 40)
+        )
+    empty = GaugeTable("t_empty", "Nothing yet.", ("namespace",), registry=registry)
+    bare = HistogramTable("t_bare_seconds", "No labels.", (), buckets=(1, 2), registry=registry)
+    bare.labels().observe(1.5)
+    bare_gauge = GaugeTable("t_bare", "No labels.", (), registry=registry)
+    signed = HistogramTable(
+        "t_offset", "Negative bounds: no count or sum.", ("zone",), buckets=(-1, 0, 1), registry=registry
+    )
+    signed.labels("a").observe(-0.5)
+    bare_gauge.labels().set(3)
+    return registry, [conditions, durations, empty, bare, signed, bare_gauge]
+
+
+def families(text: bytes) -> list[str]:
+    """The exposition's families (each from its HELP line), sorted: the tables come last in ours."""
+    body = text.decode()
+    blocks = ["# HELP" + block for block in body.split("# HELP")[1:]]
+    if blocks and blocks[-1].endswith("# EOF\n"):
+        blocks[-1] = blocks[-1].removesuffix("# EOF\n")
+    return sorted(blocks)
+
+
+@pytest.mark.parametrize("accept", NATIVE + FALLBACK)
+@pytest.mark.parametrize(
+    "names", [(), ("t_condition", "t_seconds_bucket", "t_bare_seconds_sum", "lib_up", "t_empty", "absent")]
+)
+def test_tables_write_the_lines_the_encoder_writes(accept: str, names: tuple[str, ...]) -> None:
+    registry, tables = mixed_registry()
+    encoder, _ = choose_encoder(accept)
+    expected = encoder(registry.restricted_registry(names) if names else registry)
+    collected = 0
+
+    def counting(table: GaugeTable | HistogramTable) -> Callable[[], Iterable[Metric]]:
+        original = table.collect
+
+        def collect() -> Iterable[Metric]:
+            nonlocal collected
+            found = original()
+            collected += len(list(found))
+            return found
+
+        return collect
+
+    for table in tables:
+        table.collect = counting(table)  # type: ignore[method-assign]
+    ours = exposition_of(registry, encoder, names)
+
+    assert families(ours) == families(expected)
+    assert ours.count(b"# EOF\n") == expected.count(b"# EOF\n")
+    assert ours.endswith(b"# EOF\n") == expected.endswith(b"# EOF\n")
+    # The native path was taken where it is served, and the library's otherwise.
+    assert (collected == 0) == (accept in NATIVE), collected
+
+
+def test_an_openmetrics_exposition_ends_with_one_eof_after_the_tables() -> None:
+    registry, _ = mixed_registry()
+    encoder, _ = choose_encoder(PROMETHEUS_ACCEPT)
+    text = exposition_of(registry, encoder).decode()
+    assert text.endswith("# EOF\n") and text.count("# EOF") == 1
+    assert text.index("# HELP t_condition") < text.index("# EOF")
+
+
+def test_a_table_with_a_name_outside_the_classic_character_set_leaves_the_writing_to_the_library() -> None:
+    registry = CollectorRegistry(auto_describe=True)
+    GaugeTable("t_up", "Up.", ("zone",), registry=registry).labels("a").set(1)
+    GaugeTable("t.dotted", "UTF-8 name.", ("zone",), registry=registry).labels("b").set(2)
+    for accept in (PROMETHEUS_ACCEPT, "text/plain"):
+        encoder, _ = choose_encoder(accept)
+        assert exposition_of(registry, encoder) == encoder(registry)  # the same order: the library's

@@ -359,8 +359,10 @@ def test_incident_series_are_per_policy_severity_and_go_with_the_severity_or_pol
 
 def test_a_scrape_does_not_hold_up_the_event_loop(operator: Operator) -> None:
     """The exposition of thousands of series is written on a thread: the loop (API, probes,
-    watches) keeps running while it is."""
-    populate(operator, 300)
+    watches) keeps running while it is. A thousand objects of each kind: with the tables writing
+    their own lines, 300 made a scrape so short (0.2 s) that the machine's own scheduling gaps
+    under load came near a third of it."""
+    populate(operator, 1000)
 
     async def scrape_while_ticking() -> tuple[float, float]:
         gaps: list[float] = []
@@ -382,8 +384,9 @@ def test_a_scrape_does_not_hold_up_the_event_loop(operator: Operator) -> None:
             took = time.monotonic() - started
             stop.set()
             await ticker
-        assert b'name="obj-299"' in body
+        assert b'name="obj-999"' in body
         return took, max(gaps)
 
     took, longest_gap = asyncio.run(scrape_while_ticking())
-    assert longest_gap < max(0.1, took / 3), (took, longest_gap)
+    # On the loop, the longest gap is the whole scrape (0.34 of 0.37 s when tried): half is the line.
+    assert longest_gap < max(0.15, took / 2), (took, longest_gap)
