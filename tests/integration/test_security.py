@@ -420,8 +420,9 @@ def test_a_thousand_forged_tokens_cost_bounded_cpu_and_log_lines(victim: Victim)
 
     # The floor: the same number of refusals that need no cryptography at all. Floor and forged
     # rounds alternate, three of each, and the cheapest of each is compared: what else the operator
-    # does meanwhile (a sweep, a reconcile, a collection) only ever adds to a round, and one such
-    # round made a single pair fail in CI (0.89 vs 0.39 CPU-s).
+    # does meanwhile (a sweep, a reconcile, a collection) only ever adds to a round. A single pair
+    # failed in CI (0.89 vs 0.39 CPU-s), partly from such work and partly because reading a forged
+    # token's claims then cost 15 times a malformed token's refusal (tokens.unverified_parts).
     lines_before = security_lines(victim.operator)
     floor, floor_cpu = cpu_of("not.a.token")
     assert set(floor) == {401}
