@@ -304,18 +304,18 @@ class HistogramTable(_Table[list[float]]):
         les = [f'le="{le}"' for le in self._le]
         lines: list[str] = []
         for key, values in rows:
+            cumulative = list(_cumulative(values[:-1]))
             if buckets:
                 head, tail = before(key), after(key)
                 head = f"{bucket}{{{head}," if head else f"{bucket}{{"
                 tail = f",{tail}}} " if tail else "} "
                 lines.extend(
-                    f"{head}{le}{tail}{_go(cumulative)}\n"
-                    for le, cumulative in zip(les, _cumulative(values[:-1]), strict=True)
+                    f"{head}{le}{tail}{_go(up_to)}\n" for le, up_to in zip(les, cumulative, strict=True)
                 )
             text = labels(key)
             text = f"{{{text}}}" if text else ""
-            if counts:
-                lines.append(f"{count}{text} {_go(sum(values[:-1]))}\n")
+            if counts:  # the +Inf bucket's count, as the library takes it
+                lines.append(f"{count}{text} {_go(cumulative[-1])}\n")
             if sums:
                 lines.append(f"{total}{text} {_go(values[-1])}\n")
         return self._header(encoder) + "".join(lines)

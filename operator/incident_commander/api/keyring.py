@@ -230,14 +230,7 @@ class Keyring:
                 namespace=policy[0],
                 policy=policy[1],
                 entry=entry,
-                principal=Principal(
-                    namespace=policy[0],
-                    policy=policy[1],
-                    client=entry.client,
-                    role=entry.role,
-                    key_id=entry.key_id,
-                    method="api-key",
-                ),
+                principal=Principal.of_key(policy, entry, "api-key"),
             )
 
     def set_signing_keys(self, policy: PolicyKey, keys: tuple[SigningKey, ...]) -> None:

@@ -7,6 +7,8 @@ from typing import Literal
 
 from aiohttp import web
 
+from incident_commander.credentials.api_keys import KeyEntry
+
 Role = Literal["viewer", "responder", "admin"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "responder": 1, "admin": 2}
 """viewer < responder < admin: a route's minimum role admits every higher one."""
@@ -32,6 +34,18 @@ class Principal:
     @property
     def rate_key(self) -> tuple[str, str, str]:
         return (self.namespace, self.policy, self.client)
+
+    @classmethod
+    def of_key(cls, policy: tuple[str, str], entry: KeyEntry, method: Literal["api-key", "jwt"]) -> Principal:
+        """The client an API key of ``policy``'s index authenticates, directly or by a token."""
+        return cls(
+            namespace=policy[0],
+            policy=policy[1],
+            client=entry.client,
+            role=entry.role,
+            key_id=entry.key_id,
+            method=method,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

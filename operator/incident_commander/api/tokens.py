@@ -245,14 +245,7 @@ def _authorize(
     entry = found[1]
     if not entry.valid_at(now) or entry.client != claims.get("sub") or entry.role != claims.get("role"):
         return AuthFailure(reason="revoked_api_key", detail="the API key behind the token is no longer valid")
-    return Principal(
-        namespace=policy[0],
-        policy=policy[1],
-        client=entry.client,
-        role=entry.role,
-        key_id=entry.key_id,
-        method="jwt",
-    )
+    return Principal.of_key(policy, entry, "jwt")
 
 
 def _check_times(claims: dict[str, Any], now: float) -> AuthFailure | None:
