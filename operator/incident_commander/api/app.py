@@ -17,7 +17,9 @@ api/auth.py, body reading in api/bodies.py, the middleware in api/middleware.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from functools import partial
+from typing import Protocol
 
 from aiohttp import web
 
@@ -25,7 +27,13 @@ from incident_commander.api.context import ApiContext
 from incident_commander.api.handlers import converse, credentials, incidents, meta, reads, routing, usage
 from incident_commander.api.middleware import build_middlewares
 
-ContextHandler = Callable[[web.Request, ApiContext], Awaitable[web.StreamResponse]]
+
+class ContextHandler(Protocol):
+    """A route's handler: the request and the API's context, by these names (``ctx`` is bound by
+    keyword)."""
+
+    def __call__(self, request: web.Request, ctx: ApiContext) -> Awaitable[web.StreamResponse]: ...
+
 
 ROUTES: tuple[tuple[str, str, ContextHandler], ...] = (
     ("POST", "/v1/token", credentials.token),
@@ -62,15 +70,6 @@ OpenAPI document, api/openapi.py, which a test compares with this table)."""
 def build_api_app(ctx: ApiContext) -> web.Application:
     app = web.Application(middlewares=build_middlewares(ctx), client_max_size=ctx.max_body_bytes)
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, _bound(handler, ctx))
+        # A partial, not a wrapping coroutine: one coroutine fewer per request.
+        app.router.add_route(method, path, partial(handler, ctx=ctx))
     return app
-
-
-def _bound(
-    handler: ContextHandler, ctx: ApiContext
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    async def bound(request: web.Request) -> web.StreamResponse:
-        return await handler(request, ctx)
-
-    bound.__qualname__ = handler.__qualname__
-    return bound

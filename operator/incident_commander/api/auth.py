@@ -39,12 +39,12 @@ def authenticate(
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     now = ctx.clock()
-    remote = request.remote or "-"
+    scheme = scheme.lower()
     result: Principal | AuthFailure
-    if scheme.lower() == "apikey" and credential:
+    if scheme == "apikey" and credential:
         result = ctx.keyring.verify_api_key(credential, now)
-    elif scheme.lower() == "bearer" and credential and not api_key_only:
-        standing = ctx.failures.may_verify(remote, ctx.monotonic())
+    elif scheme == "bearer" and credential and not api_key_only:
+        standing = ctx.failures.may_verify(request.remote or "-", ctx.monotonic())
         try:
             result = verify_token(
                 credential,
@@ -70,7 +70,7 @@ def authenticate(
             reason="malformed_header", detail=f"the Authorization header must use {expected}"
         )
     if isinstance(result, AuthFailure):
-        ctx.failures.failed(remote, ctx.monotonic())
+        ctx.failures.failed(request.remote or "-", ctx.monotonic())
         raise unauthenticated(request, ctx, result, api_key_only)
     view = ctx.directory.policy(result.namespace, result.policy)
     if view is None:

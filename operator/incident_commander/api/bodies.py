@@ -7,6 +7,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -76,10 +77,12 @@ class ConverseBody:
         return int(self.inference["maxTokens"])
 
 
+_ROUTE_REQUIRED = frozenset({"policy", "taskType", "complexity", "estimatedTokens"})
+_ROUTE_OPTIONAL = frozenset({"severity"})
+
+
 def parse_route_body(data: Any) -> RouteBody:
-    body = _object(
-        data, required={"policy", "taskType", "complexity", "estimatedTokens"}, optional={"severity"}
-    )
+    body = _object(data, required=_ROUTE_REQUIRED, optional=_ROUTE_OPTIONAL)
     return RouteBody(
         policy=_string(body, "policy", max_length=253),
         task_type=_string(body, "taskType", max_length=128),
@@ -200,15 +203,14 @@ def _inference(data: Any) -> dict[str, Any]:
     return inference
 
 
-def _object(data: Any, *, required: set[str], optional: set[str]) -> Mapping[str, Any]:
+def _object(data: Any, *, required: AbstractSet[str], optional: AbstractSet[str]) -> Mapping[str, Any]:
     if not isinstance(data, dict):
         raise BodyError("the body must be a JSON object")
-    missing = sorted(required - data.keys())
-    if missing:
-        raise BodyError(f"missing field(s): {', '.join(missing)}")
-    unknown = sorted(data.keys() - required - optional)
-    if unknown:
-        raise BodyError(f"unknown field(s): {', '.join(unknown)[:200]}")
+    keys = data.keys()
+    if not keys >= required:  # the lists are built only for the message
+        raise BodyError(f"missing field(s): {', '.join(sorted(required - keys))}")
+    if len(keys) > len(required) and not keys - required <= optional:
+        raise BodyError(f"unknown field(s): {', '.join(sorted(keys - required - optional))[:200]}")
     return data
 
 
@@ -241,26 +243,27 @@ def _integer(body: Mapping[str, Any], name: str, *, low: int, high: int) -> int:
 
 
 async def read_json(request: web.Request, ctx: ApiContext) -> Any:
-    if request.content_length is not None and request.content_length > ctx.max_body_bytes:
-        raise ApiError(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
     # The exact header most clients send needs no parsing (aiohttp's content_type parses it).
     if (
         request.headers.get("Content-Type") != "application/json"
         and request.content_type != "application/json"
     ):
         raise ApiError(415, "UnsupportedMediaType", "the body must be application/json")
-    try:
-        if request.content.is_eof():
-            # All of it arrived with the head and is buffered (decoded, if it was chunked or
-            # compressed): take it at once, without read()'s loop of awaits.
-            raw = request.content.read_nowait()
-        else:
+    content = request.content
+    if content.is_eof():
+        # All of it arrived with the head and is buffered (decoded, if it was chunked or
+        # compressed): take it at once, without read()'s loop of awaits.
+        raw = content.read_nowait()
+    else:
+        if request.content_length is not None and request.content_length > ctx.max_body_bytes:
+            raise ApiError(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
+        try:
             async with asyncio.timeout(ctx.body_timeout):
                 raw = await request.read()
-    except TimeoutError:
-        raise ApiError(
-            408, "RequestTimeout", f"the body did not arrive within {ctx.body_timeout:g}s"
-        ) from None
+        except TimeoutError:
+            raise ApiError(
+                408, "RequestTimeout", f"the body did not arrive within {ctx.body_timeout:g}s"
+            ) from None
     if len(raw) > ctx.max_body_bytes:
         raise ApiError(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
     return parse_json(raw)

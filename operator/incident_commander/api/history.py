@@ -21,26 +21,30 @@ class History:
     def __init__(self, *, depth: int = DEFAULT_DEPTH, max_policies: int = 10_000) -> None:
         self._depth = depth
         self._max_policies = max_policies
-        self._entries: dict[PolicyKey, deque[dict[str, Any]]] = {}
+        self._entries: dict[PolicyKey, deque[tuple[str, Mapping[str, Any]]]] = {}
         self._counts: dict[PolicyKey, dict[str, int]] = {}
 
     def record(self, policy: PolicyKey, kind: str, entry: Mapping[str, Any]) -> None:
-        if policy not in self._entries:
+        """Keep ``entry`` as given (not copied: every request records one, so pass a mapping of
+        its own that nobody changes afterwards)."""
+        entries = self._entries.get(policy)
+        if entries is None:
             if len(self._entries) >= self._max_policies:
                 oldest = next(iter(self._entries))
                 self._entries.pop(oldest)
                 self._counts.pop(oldest, None)
-            self._entries[policy] = deque(maxlen=self._depth)
-        self._entries[policy].append({"kind": kind, **entry})
-        counts = self._counts.setdefault(policy, {})
+            entries = self._entries[policy] = deque(maxlen=self._depth)
+            self._counts[policy] = {}
+        entries.append((kind, entry))
+        counts = self._counts[policy]
         counts[kind] = counts.get(kind, 0) + 1
 
     def recent(self, policy: PolicyKey, limit: int) -> list[dict[str, Any]]:
         """Newest first; times (stored as datetimes, cheap to record) are formatted here."""
         entries = list(self._entries.get(policy, ()))[-limit:]
         return [
-            {k: precise_time(v) if isinstance(v, datetime) else v for k, v in entry.items()}
-            for entry in reversed(entries)
+            {"kind": kind} | {k: precise_time(v) if isinstance(v, datetime) else v for k, v in entry.items()}
+            for kind, entry in reversed(entries)
         ]
 
     def counts(self, policy: PolicyKey) -> dict[str, int]:

@@ -56,7 +56,7 @@ class _RequestCounters:
         counter.inc()
         histogram = self._durations.get(route)
         if histogram is None:
-            histogram = self._durations[route] = self._metrics.duration.labels(route=route)
+            histogram = self._durations[route] = self._metrics.duration.labels(route)
         histogram.observe(seconds)
 
 
@@ -87,7 +87,10 @@ def build_middlewares(ctx: ApiContext) -> list[Any]:
                 else error_response(403, "CorsDenied", "this origin is not allowed")
             )
         else:
-            response = await _answer(request, handler, ctx)
+            try:
+                response = await handler(request)
+            except Exception as exc:  # every failure is answered as JSON
+                response = _answer_failure(request, exc, ctx)
         if allowed and origin is not None:
             response.headers.update(_cors_headers(origin))
         rate = request.get(RATE_HEADERS)
@@ -103,27 +106,26 @@ def build_middlewares(ctx: ApiContext) -> list[Any]:
     return [pipeline]
 
 
-async def _answer(request: web.Request, handler: Handler, ctx: ApiContext) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as error:
-        response = error_response(error.status, error.reason, error.message, error.headers)
-        if error.status == 408:
+def _answer_failure(request: web.Request, exc: Exception, ctx: ApiContext) -> web.StreamResponse:
+    """The JSON answer to a handler's exception (called in the middleware's ``except``, not
+    around the handler in a coroutine of its own: one coroutine fewer per request)."""
+    if isinstance(exc, ApiError):
+        response = error_response(exc.status, exc.reason, exc.message, exc.headers)
+        if exc.status == 408:
             response.force_close()  # the rest of a body that never came is not worth waiting for
         return response
-    except web.HTTPRequestEntityTooLarge:
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
         return error_response(413, "PayloadTooLarge", f"the body exceeds {ctx.max_body_bytes} bytes")
-    except web.HTTPMethodNotAllowed as exc:
+    if isinstance(exc, web.HTTPMethodNotAllowed):
         return error_response(
             405,
             "MethodNotAllowed",
             f"{request.method} is not allowed here",
             {"Allow": ", ".join(sorted(exc.allowed_methods))},
         )
-    except web.HTTPNotFound:
+    if isinstance(exc, web.HTTPNotFound):
         return error_response(404, "NotFound", "no such route")
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         return error_response(exc.status, exc.reason.replace(" ", ""), exc.reason)
-    except Exception:
-        logger.exception("API request %s %s failed", request.method, route_label(request))
-        return error_response(500, "InternalError", "the operator could not answer; see its log")
+    logger.error("API request %s %s failed", request.method, route_label(request), exc_info=exc)
+    return error_response(500, "InternalError", "the operator could not answer; see its log")

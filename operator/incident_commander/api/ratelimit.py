@@ -12,13 +12,16 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Hashable
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
 
 from incident_commander.kinds.incidentpolicy.spec import RateLimit
 
 
-@dataclass(frozen=True, kw_only=True)
-class Verdict:
+class Verdict(NamedTuple):
+    """A bucket's answer (a named tuple: one is made per request, and it is cheaper to build
+    than a frozen dataclass)."""
+
     allowed: bool
     retry_after: float
     """Seconds until the request would be allowed (0 when allowed)."""
@@ -31,39 +34,35 @@ class Verdict:
 class TokenBucket:
     def __init__(self, limit: RateLimit, now: float) -> None:
         self.limit = limit
-        self._tokens = float(limit.burst)
+        self._burst = float(limit.burst)
+        self._rate = limit.rate
+        self._tokens = self._burst
         self._updated = now
 
     def take(self, now: float, cost: float = 1.0) -> Verdict:
+        # Every request comes here: comparisons, not min() and max(), and one Verdict made inline.
         self._refill(now)
-        if self._tokens >= cost:
-            self._tokens -= cost
-            return self._verdict(True, 0.0)
+        burst, rate = self._burst, self._rate
         # A cost above the burst can never be paid in one go; let it through at the refill pace.
-        missing = min(cost, float(self.limit.burst)) - self._tokens
-        if missing <= 0:
-            self._tokens -= cost
-            return self._verdict(True, 0.0)
-        return self._verdict(False, missing / self.limit.rate)
-
-    def _verdict(self, allowed: bool, retry_after: float) -> Verdict:
-        left = max(0.0, self._tokens)
-        return Verdict(
-            allowed=allowed,
-            retry_after=retry_after,
-            remaining=left,
-            full_in=(float(self.limit.burst) - left) / self.limit.rate,
-        )
+        missing = (cost if cost < burst else burst) - self._tokens
+        if missing > 0:
+            left = self._tokens if self._tokens > 0.0 else 0.0
+            return Verdict(False, missing / rate, left, (burst - left) / rate)
+        self._tokens -= cost
+        left = self._tokens if self._tokens > 0.0 else 0.0
+        return Verdict(True, 0.0, left, (burst - left) / rate)
 
     def peek(self, now: float) -> Verdict:
         self._refill(now)
         if self._tokens >= 1.0:
             return Verdict(allowed=True, retry_after=0.0)
-        return Verdict(allowed=False, retry_after=(1.0 - self._tokens) / self.limit.rate)
+        return Verdict(allowed=False, retry_after=(1.0 - self._tokens) / self._rate)
 
     def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(float(self.limit.burst), self._tokens + elapsed * self.limit.rate)
+        elapsed = now - self._updated
+        if elapsed > 0.0:  # a clock that went back refills nothing
+            tokens = self._tokens + elapsed * self._rate
+            self._tokens = tokens if tokens < self._burst else self._burst
         self._updated = now
 
 
@@ -81,7 +80,7 @@ class RateLimiter:
 
     def take(self, client: Hashable, limit: RateLimit, now: float, cost: float = 1.0) -> Verdict:
         bucket = self._buckets.get(client)
-        if bucket is None or bucket.limit != limit:
+        if bucket is None or (bucket.limit is not limit and bucket.limit != limit):
             bucket = TokenBucket(limit, now)
             self._buckets[client] = bucket
             if len(self._buckets) > self._max:
@@ -103,9 +102,15 @@ def ratelimit_headers(limit: RateLimit, verdict: Verdict) -> dict[str, str]:
     the policy is ``q`` requests per ``w`` seconds (this replica's share of the client's limit);
     ``r`` requests remain now and ``t`` seconds bring the bucket back to full."""
     return {
-        "RateLimit-Policy": f'"client";q={limit.per_minute};w=60;burst={limit.burst}',
+        "RateLimit-Policy": _policy_header(limit),
         "RateLimit": f'"client";r={math.floor(verdict.remaining)};t={math.ceil(verdict.full_in)}',
     }
+
+
+@lru_cache(maxsize=1024)
+def _policy_header(limit: RateLimit) -> str:
+    """The ``RateLimit-Policy`` value, made once per limit: it changes only with the policy."""
+    return f'"client";q={limit.per_minute};w=60;burst={limit.burst}'
 
 
 def retry_after_header(seconds: float) -> str:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from incident_commander.api.ratelimit import (
@@ -100,3 +102,34 @@ def test_ratelimit_headers_say_what_is_left_and_when_it_is_full() -> None:
     headers = ratelimit_headers(limit, verdict)
     assert headers["RateLimit-Policy"] == '"client";q=60;w=60;burst=5'
     assert headers["RateLimit"] == '"client";r=4;t=1'
+
+
+class _PlainBucket:
+    """The token bucket written as plainly as possible, to compare the tuned one with."""
+
+    def __init__(self, limit: Limit, now: float) -> None:
+        self.burst, self.rate = float(limit.burst), limit.rate
+        self.tokens, self.updated = self.burst, now
+
+    def take(self, now: float, cost: float) -> tuple[bool, float, float, float]:
+        self.tokens = min(self.burst, self.tokens + max(0.0, now - self.updated) * self.rate)
+        self.updated = now
+        missing = min(cost, self.burst) - self.tokens
+        allowed = self.tokens >= cost or missing <= 0
+        if allowed:
+            self.tokens -= cost
+        left = max(0.0, self.tokens)
+        return allowed, 0.0 if allowed else missing / self.rate, left, (self.burst - left) / self.rate
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_bucket_answers_as_the_plain_algorithm_does(seed: int) -> None:
+    """Times that stand still and go back, costs below, at and above the burst (a throttled route)."""
+    rng = random.Random(seed)  # noqa: S311 - test data
+    limit = Limit(per_minute=rng.choice((1, 60, 600, 100_000)), burst=rng.choice((1, 3, 20)))
+    ours, plain = TokenBucket(limit, now=0.0), _PlainBucket(limit, now=0.0)
+    now = 0.0
+    for _ in range(3_000):
+        now += rng.choice((0.0, 0.0, -0.5, 0.01, 0.3, 2.0, 60.0)) if rng.random() < 0.5 else rng.uniform(0, 1)
+        cost = rng.choice((1.0, 1.0, 0.5, 3.0, 25.0, float(limit.burst)))
+        assert tuple(ours.take(now, cost)) == plain.take(now, cost)

@@ -97,7 +97,7 @@ def test_docs_list_every_family_with_its_type_and_labels(operator: Operator) -> 
     populate(operator, 1)
     api, m = operator.api, operator.metrics
     api.requests.labels(route="/v1/route", method="POST", status="200", role="responder").inc()
-    api.duration.labels(route="/v1/route").observe(0.01)
+    api.duration.labels("/v1/route").observe(0.01)
     api.auth_failures.labels(reason="unknown_api_key").inc()
     api.rate_limited.labels(route="/v1/route").inc()
     api.untrusted_secrets.labels(reason="bad_seal").inc()

@@ -50,7 +50,7 @@ async def route(request: web.Request, ctx: ApiContext) -> web.Response:
         {"complexity": body.complexity},
         reserve_tokens=body.estimated_tokens,
     )
-    if isinstance(routed, web.Response):
+    if not isinstance(routed, tuple):  # the refusal's answer (a tuple check: Response is an ABC)
         return routed
     decision, hold, key, entry, phase = routed
     ctx.metrics.route_decided("routed", phase)
@@ -106,6 +106,8 @@ async def route_and_reserve(
             {"error": decision.reason, "message": decision.message, "budgetPhase": decision.budget_phase},
             status=HALT_STATUS,
         )
+    if view.spec.budget is None:  # nothing to hold: no coroutine for it either
+        return decision, None, key, entry, phase
     try:
         hold = await reserve_for(
             ctx,
