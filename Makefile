@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install controlplane lint chart-lint unit integration test demo bench bench-deps bench-curve bench-api bench-scrape bench-plot clean kind-up kind-e2e kind-down chart-crds reliability \
+.PHONY: install controlplane lint chart-lint unit integration test demo bench bench-deps bench-curve bench-api bench-api-cost bench-scrape bench-plot clean kind-up kind-e2e kind-down chart-crds reliability \
 	localstack prometheus node image e2e-deps e2e e2e-clean lock deps ecosystem-deps test-core test-e2e test-ecosystem
 
 $(STAMP): pyproject.toml
@@ -165,11 +165,16 @@ bench-plot:
 	$(PLOT_VENV)/bin/python bench/plot_curve.py
 
 # One /metrics exposition at N = 1,000 and 3,000 objects of each kind (no cluster; a minute).
+# Instructions per /v1/route request, ours and the floor, under cachegrind (needs valgrind):
+# the API ratio that does not move with the machine's load; about a minute.
+bench-api-cost: install
+	$(PY) -m bench.api_cost --json bench/results/api-cost.json
+
 bench-scrape: install
 	$(PY) -m bench.scrape 1000 --json bench/results/scrape-1000.json
 	$(PY) -m bench.scrape 3000 --rounds 3 --json bench/results/scrape-3000.json
 
-bench: bench-curve bench-api bench-scrape bench-plot
+bench: bench-curve bench-api bench-api-cost bench-scrape bench-plot
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -129,18 +129,20 @@ def scenarios(keys: dict[str, list[str]]) -> dict[str, dict[str, Any]]:
 # -- the floor: bare aiohttp, the same parsing and the same writes --------------------------------
 
 
+async def floor_route(request: web.Request) -> web.Response:
+    """``/v1/route``'s floor: parse the JSON body, answer JSON (bench/api_cost.py counts it too)."""
+    body = await request.json()
+    return web.json_response(
+        {"model": "large", "reason": body["taskType"], "budgetPhase": None, "samplingRate": 1.0}
+    )
+
+
 def floor_app(endpoint: str, table: str, stream: str) -> web.Application:
     dynamodb = moto_client(endpoint, "dynamodb")
     incidents = IncidentFloor(
         IncidentStore(dynamodb=dynamodb, kinesis=moto_client(endpoint, "kinesis"), table=table, stream=stream)
     )
     prices = {"small": (Decimal("0.001"), Decimal("0.005")), "large": (Decimal("0.003"), Decimal("0.015"))}
-
-    async def route(request: web.Request) -> web.Response:
-        body = await request.json()
-        return web.json_response(
-            {"model": "large", "reason": body["taskType"], "budgetPhase": None, "samplingRate": 1.0}
-        )
 
     async def record(request: web.Request) -> web.Response:
         raw = await request.read()
@@ -173,7 +175,7 @@ def floor_app(endpoint: str, table: str, stream: str) -> web.Application:
         return web.json_response({"incident": {"id": change.incident_id}}, status=201)
 
     app = web.Application()
-    app.router.add_post("/v1/route", route)
+    app.router.add_post("/v1/route", floor_route)
     app.router.add_post("/v1/usage", record)
     app.router.add_post("/v1/incidents", open_incident)
     return app
@@ -186,9 +188,17 @@ def serve_floor(port: int, endpoint: str, table: str, stream: str) -> None:
 # -- wrk ---------------------------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(
-    url: str, scenario: dict[str, Any], seconds: int, connections: int, workdir: Path
+    url: str, scenario: dict[str, Any], seconds: int, connections: int, workdir: Path, pid: int
 ) -> dict[str, float]:
+    """One wrk run: requests per second, p50 and p99, and the server's CPU per request (its
+    own time, so it holds steadier than the rate when other work shares the machine)."""
     binary = shutil.which("wrk")
     if binary is None:
         raise SystemExit("wrk not found: bash bench/install-wrk.sh")
@@ -203,6 +213,7 @@ def wrk(
             "idempotency": "true" if scenario["idempotency"] else "false",
         }
     )
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run(
         [
             binary,
@@ -220,6 +231,7 @@ def wrk(
         text=True,
         check=True,
     ).stdout
+    cpu = cpu_seconds(pid) - cpu_before
     if "Non-2xx" in out or "Socket errors" in out:
         raise SystemExit(f"{url}{scenario['path']}: errors under load:\n{out}")
     lines = out.splitlines()
@@ -229,7 +241,13 @@ def wrk(
         parts = line.split()
         if len(parts) == 2 and parts[0] in ("50%", "99%"):
             latency[parts[0]] = _ms(parts[1])
-    return {"rps": rate, "p50_ms": latency["50%"], "p99_ms": latency["99%"]}
+    done = int(next(line.split()[0] for line in lines if "requests in" in line))
+    return {
+        "rps": rate,
+        "p50_ms": latency["50%"],
+        "p99_ms": latency["99%"],
+        "cpu_us_per_request": cpu / max(done, 1) * 1e6,
+    }
 
 
 def _ms(text: str) -> float:
@@ -245,17 +263,24 @@ def _listening(port: int) -> bool:
 
 
 def measure(
-    name: str, scenario: dict[str, Any], ours: str, floor: str, args: argparse.Namespace, logs: Path
+    name: str,
+    scenario: dict[str, Any],
+    ours: tuple[str, int],
+    floor: tuple[str, int],
+    args: argparse.Namespace,
+    logs: Path,
 ) -> dict[str, Any]:
-    """Warm both up (not counted), then alternate rounds: drift in load hits both alike."""
+    """Warm both up (not counted), then alternate rounds: drift in load hits both alike. Each
+    side is its URL and its server's pid."""
     rows: dict[str, list[dict[str, float]]] = {"ours": [], "floor": []}
-    wrk(ours, scenario, 2, args.connections, logs)
-    wrk(floor, scenario, 2, args.connections, logs)
+    wrk(ours[0], scenario, 2, args.connections, logs, ours[1])
+    wrk(floor[0], scenario, 2, args.connections, logs, floor[1])
     for _ in range(args.rounds):
-        rows["ours"].append(wrk(ours, scenario, args.seconds, args.connections, logs))
-        rows["floor"].append(wrk(floor, scenario, args.seconds, args.connections, logs))
+        rows["ours"].append(wrk(ours[0], scenario, args.seconds, args.connections, logs, ours[1]))
+        rows["floor"].append(wrk(floor[0], scenario, args.seconds, args.connections, logs, floor[1]))
+    quantities = ("rps", "p50_ms", "p99_ms", "cpu_us_per_request")
     row: dict[str, Any] = {
-        side: {q: statistics.median(r[q] for r in values) for q in ("rps", "p50_ms", "p99_ms")}
+        side: {q: statistics.median(r[q] for r in values) for q in quantities}
         for side, values in rows.items()
     }
     row["rounds"] = rows
@@ -263,10 +288,14 @@ def measure(
         raise SystemExit(f"{name}: the floor completed no request in {args.seconds} s")
     row["throughput_ratio"] = row["ours"]["rps"] / row["floor"]["rps"]
     row["p99_ratio"] = row["ours"]["p99_ms"] / row["floor"]["p99_ms"]
+    # The floor's CPU per request over ours: the throughput either would reach with a core each.
+    row["cpu_ratio"] = row["floor"]["cpu_us_per_request"] / row["ours"]["cpu_us_per_request"]
     print(
         f"{name:20s} ours {row['ours']['rps']:7.0f} req/s p99 {row['ours']['p99_ms']:7.2f} ms"
+        f" {row['ours']['cpu_us_per_request']:5.0f} CPU-us/req"
         f" | floor {row['floor']['rps']:7.0f} req/s p99 {row['floor']['p99_ms']:7.2f} ms"
-        f" | ours/floor {row['throughput_ratio']:6.1%}"
+        f" {row['floor']['cpu_us_per_request']:5.0f} CPU-us/req"
+        f" | ours/floor {row['throughput_ratio']:6.1%} by rate, {row['cpu_ratio']:6.1%} by CPU"
         f" {'met' if row['throughput_ratio'] >= 0.6 else 'MISSED'} (>= 60 %)",
         flush=True,
     )
@@ -345,7 +374,14 @@ def main() -> None:
                     for name, scenario in scenarios(keys).items():
                         if args.only and name not in args.only:
                             continue
-                        results[name] = measure(name, scenario, operator.api_url, floor_url, args, logs)
+                        results[name] = measure(
+                            name,
+                            scenario,
+                            (operator.api_url, operator.process.process.pid),
+                            (floor_url, floor.pid),
+                            args,
+                            logs,
+                        )
                 finally:
                     floor.terminate()
                     floor.wait(timeout=10)
