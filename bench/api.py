@@ -56,6 +56,7 @@ from tests.support.kube import wait_for_condition
 from tests.support.policies import STORAGE_SERVICES, client_key, policy, setup_connection, wait_until_served
 
 from bench.incidents import Floor as IncidentFloor
+from bench.reconcile_scale import cpu_seconds
 from incident_commander.budget import calc, ledger, usage
 from incident_commander.incidents.store import IncidentStore
 
@@ -186,12 +187,6 @@ def serve_floor(port: int, endpoint: str, table: str, stream: str) -> None:
 
 
 # -- wrk ---------------------------------------------------------------------------------------------
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time the process has used so far (/proc/<pid>/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk(
