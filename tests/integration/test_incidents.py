@@ -807,6 +807,7 @@ def test_sigkill_during_transitions_leaves_state_audit_and_stream_in_agreement(w
             world,
             "dynamodb:TransactWriteItems",
             functools.partial(post, world, "alpha/agent-b", f"/v1/incidents/{incident_id}/acknowledge"),
+            about=incident_id,
             after_kill=lambda i=incident_id: outbox(i) == (2, 1),
         )
     published_unmarked = []
@@ -820,6 +821,7 @@ def test_sigkill_during_transitions_leaves_state_audit_and_stream_in_agreement(w
             functools.partial(
                 post, world, "alpha/agent-b", f"/v1/incidents/{incident_id}/resolve", RESOLUTION
             ),
+            about=incident_id,
             after_kill=lambda i=incident_id: (
                 outbox(i) == (3, 2) and any(r["eventId"] == f"{i}:3" for r in stream_records(kinesis, stream))
             ),
@@ -869,17 +871,26 @@ def test_sigkill_during_transitions_leaves_state_audit_and_stream_in_agreement(w
 
 
 def crash_during(
-    world: World, operation: str, request: Callable[[], Answer], *, after_kill: Callable[[], bool]
+    world: World,
+    operation: str,
+    request: Callable[[], Answer],
+    *,
+    after_kill: Callable[[], bool],
+    about: str = "",
 ) -> None:
     """Send ``request`` with ``operation`` held by the proxy, SIGKILL the operator while it waits,
     check (within 10 s, once the held call was forwarded) the half-done state ``after_kill`` expects,
-    release the fault, start a new operator."""
+    release the fault, start a new operator.
+
+    The kill waits for the request's own call: one whose body names ``about``. The previous case's
+    new operator may be sweeping, and its call for the previous incident is the same operation;
+    killing on that one killed before this request's call was made (a CI run saw it)."""
     world.proxy.set_fault(operation, "slow")
     since = time.monotonic()
     sender = threading.Thread(target=_send, args=(request,))
     sender.start()
     deadline = time.monotonic() + 10
-    while not world.proxy.attempts_for(operation, since):
+    while not world.proxy.attempts_for(operation, since, about.encode()):
         assert time.monotonic() < deadline, f"no {operation} call to kill during"
         time.sleep(0.02)
     time.sleep(0.2)

@@ -37,6 +37,8 @@ class Attempt:
     operation: str = ""
     """The JSON protocols' operation (``X-Amz-Target``: TransactWriteItems, PutRecord, ...); empty
     for the others."""
+    body: bytes = field(default=b"", repr=False)
+    """The request's body, so a test can tell its call from another of the same operation."""
 
 
 class _QuietServer(ThreadingHTTPServer):
@@ -85,7 +87,9 @@ class FaultProxy:
                         or proxy.faults.get("*")
                     )
                     proxy.attempts.append(
-                        Attempt(service=service, at=time.monotonic(), fault=fault, operation=operation)
+                        Attempt(
+                            service=service, at=time.monotonic(), fault=fault, operation=operation, body=body
+                        )
                     )
                 if fault == "reset":
                     self.close_connection = True
@@ -156,12 +160,17 @@ class FaultProxy:
             else:
                 self.faults[service] = fault
 
-    def attempts_for(self, service: str, since: float = 0.0) -> list[Attempt]:
-        """Attempts of ``service``, or of one operation of it (``dynamodb:TransactWriteItems``)."""
+    def attempts_for(self, service: str, since: float = 0.0, containing: bytes = b"") -> list[Attempt]:
+        """Attempts of ``service``, or of one operation of it (``dynamodb:TransactWriteItems``),
+        whose body contains ``containing`` (an incident's id, say: the operator's background sweep
+        may make the same call for another one at the same time)."""
         name, _, operation = service.partition(":")
         with self._lock:
             return [
                 a
                 for a in self.attempts
-                if a.service == name and a.at >= since and (not operation or a.operation == operation)
+                if a.service == name
+                and a.at >= since
+                and (not operation or a.operation == operation)
+                and containing in a.body
             ]
