@@ -1,4 +1,4 @@
-"""Labelled gauge and histogram families kept as plain tables, exposed at scrape time.
+"""Labelled gauge, counter and histogram families kept as plain tables, exposed at scrape time.
 
 prometheus_client keeps every labelled series as objects of its own (the child metric, its value
 holder, a lock, label dicts): about 1.4 KB per series. The per-object families (conditions, probes,
@@ -30,7 +30,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Generic, TypeVar, cast
 
 from prometheus_client import CollectorRegistry, exposition
-from prometheus_client.metrics_core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.openmetrics import exposition as openmetrics
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -162,7 +167,14 @@ class _Table(Collector, Generic[V]):
 
         return text
 
-    def _key(self, values: Iterable[object]) -> LabelValues:
+    def _key(self, values: Iterable[object], named: dict[str, object] | None = None) -> LabelValues:
+        """The series' key from label values in order, or by name as the library also takes them."""
+        if named:
+            if tuple(values):
+                raise ValueError(f"{self._name}: label values by position or by name, not both")
+            if set(named) != set(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {sorted(named)}")
+            values = (named[name] for name in self._labelnames)
         key = tuple(str(v) for v in values)
         if len(key) != len(self._labelnames):
             raise ValueError(f"{self._name}: expected labels {self._labelnames}, got {key}")
@@ -188,18 +200,11 @@ class _Series(Generic[T]):
         self._key = key
 
 
-class GaugeTable(_Table[float]):
-    """A labelled gauge family."""
+class _ValueTable(_Table[float]):
+    """A family with one value per series: a gauge's, or a counter's ``_total``."""
 
-    def labels(self, *values: object) -> _GaugeSeries:
-        return _GaugeSeries(self, self._key(values))
-
-    def _set(self, key: LabelValues, value: float) -> None:
-        with self._lock:
-            self._series[key] = float(value)
-
-    def _empty(self) -> GaugeMetricFamily:
-        return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+    _sample: str
+    """The samples' name."""
 
     def describe(self) -> Iterable[Metric]:
         return [self._empty()]
@@ -211,7 +216,7 @@ class GaugeTable(_Table[float]):
         with self._lock:
             rows = list(self._series.items())
         for key, value in rows:
-            family.add_metric(key, value)
+            family.add_metric(key, value)  # type: ignore[attr-defined]
         return [family]
 
     def exposition(self, encoder: Encoder, wanted: frozenset[str] | None) -> str:
@@ -219,10 +224,10 @@ class GaugeTable(_Table[float]):
         the header only if one is left), as the library's restricted registry does."""
         with self._lock:
             rows = list(self._series.items())
-        if wanted is not None and (self._name not in wanted or not rows):
+        if wanted is not None and (self._sample not in wanted or not rows):
             return ""
         labels = self._label_text(self._labelnames)
-        name = self._name
+        name = self._sample
         if self._labelnames:
             lines = [f"{name}{{{labels(key)}}} {_go(value)}\n" for key, value in rows]
         else:
@@ -230,11 +235,62 @@ class GaugeTable(_Table[float]):
         return self._header(encoder) + "".join(lines)
 
 
+class GaugeTable(_ValueTable):
+    """A labelled gauge family."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], *, registry: CollectorRegistry
+    ) -> None:
+        self._sample = name
+        super().__init__(name, documentation, labelnames, registry=registry)
+
+    def labels(self, *values: object, **named: object) -> _GaugeSeries:
+        return _GaugeSeries(self, self._key(values, named))
+
+    def _set(self, key: LabelValues, value: float) -> None:
+        with self._lock:
+            self._series[key] = float(value)
+
+    def _empty(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+
 class _GaugeSeries(_Series[GaugeTable]):
     __slots__ = ()
 
     def set(self, value: float) -> None:
         self._table._set(self._key, value)
+
+
+class CounterTable(_ValueTable):
+    """A labelled counter family. As with the library's Counter, the family is named without
+    ``_total`` and its samples with it, whichever of the two the name is given as."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], *, registry: CollectorRegistry
+    ) -> None:
+        family = name.removesuffix("_total")
+        self._sample = f"{family}_total"
+        super().__init__(family, documentation, labelnames, registry=registry)
+
+    def labels(self, *values: object, **named: object) -> _CounterSeries:
+        return _CounterSeries(self, self._key(values, named))
+
+    def _inc(self, key: LabelValues, amount: float) -> None:
+        if amount < 0:
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        with self._lock:
+            self._series[key] = self._series.get(key, 0.0) + amount
+
+    def _empty(self) -> CounterMetricFamily:
+        return CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+
+
+class _CounterSeries(_Series[CounterTable]):
+    __slots__ = ()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self._table._inc(self._key, amount)
 
 
 class HistogramTable(_Table[list[float]]):
@@ -257,8 +313,8 @@ class HistogramTable(_Table[list[float]]):
         self._le = tuple(floatToGoString(b) for b in bounds)  # type: ignore[no-untyped-call]
         super().__init__(name, documentation, labelnames, registry=registry)
 
-    def labels(self, *values: object) -> _HistogramSeries:
-        return _HistogramSeries(self, self._key(values))
+    def labels(self, *values: object, **named: object) -> _HistogramSeries:
+        return _HistogramSeries(self, self._key(values, named))
 
     def _observe(self, key: LabelValues, value: float) -> None:
         index = bisect.bisect_left(self._bounds, value)  # the first bound >= value, as ``le`` means

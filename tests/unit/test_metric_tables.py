@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import pytest
 from prometheus_client import (
     CollectorRegistry,
+    Counter,
     Gauge,
     Histogram,
     disable_created_metrics,
@@ -22,7 +23,7 @@ from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from incident_commander.metric_tables import GaugeTable, HistogramTable, exposition_of
+from incident_commander.metric_tables import CounterTable, GaugeTable, HistogramTable, exposition_of
 
 LABELS = ("namespace", "name", "service")
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -67,6 +68,37 @@ def test_a_gauge_table_writes_what_a_gauge_writes_through_sets_removals_and_clea
     theirs.clear()
     ours.clear()
     assert generate_latest(ours_registry) == generate_latest(theirs_registry)
+
+
+@pytest.mark.parametrize("name", ["t_requests_total", "t_requests"])
+def test_a_counter_table_writes_what_a_counter_writes_with_or_without_total_in_its_name(name: str) -> None:
+    theirs_registry, ours_registry = pair()
+    theirs = Counter(name, "Requests.", LABELS, registry=theirs_registry)
+    ours = CounterTable(name, "Requests.", LABELS, registry=ours_registry)
+    assert generate_latest(ours_registry) == generate_latest(theirs_registry)  # no series yet
+    rng = random.Random(13)  # noqa: S311 - test data
+    for _ in range(2_000):
+        key = (f"ns-{rng.randrange(4)}", f"obj-{rng.randrange(8)}", rng.choice(("s3", "sts")))
+        amount = rng.choice((1, 1, 0, 2.5, 1e9))
+        theirs.labels(*key).inc(amount)
+        ours.labels(*key).inc(amount)
+    assert generate_latest(ours_registry) == generate_latest(theirs_registry)
+    theirs.remove("ns-0", "obj-0", "s3")
+    ours.remove("ns-0", "obj-0", "s3")
+    assert generate_latest(ours_registry) == generate_latest(theirs_registry)
+    with pytest.raises(ValueError, match="non-negative"):
+        ours.labels("a", "b", "c").inc(-1)
+
+
+def test_labels_by_name_are_the_same_series_as_by_position() -> None:
+    ours = CounterTable("t_requests", "Requests.", LABELS, registry=CollectorRegistry())
+    ours.labels(namespace="ns", name="obj", service="s3").inc()
+    ours.labels("ns", "obj", "s3").inc()
+    assert ours._series == {("ns", "obj", "s3"): 2.0}
+    with pytest.raises(ValueError, match="expected labels"):
+        ours.labels(namespace="ns", name="obj")
+    with pytest.raises(ValueError, match="not both"):
+        ours.labels("ns", name="obj", service="s3")
 
 
 def test_a_histogram_table_writes_what_a_histogram_writes_including_values_on_bucket_bounds() -> None:
@@ -167,11 +199,15 @@ FALLBACK = (
 )
 
 
-def mixed_registry() -> tuple[CollectorRegistry, list[GaugeTable | HistogramTable]]:
+def mixed_registry() -> tuple[CollectorRegistry, list[GaugeTable | HistogramTable | CounterTable]]:
     """Library families and tables side by side; labels that sort on both sides of ``le``; label
     values that need escaping; values Go writes its own way; an empty table; no labels at all."""
     registry = CollectorRegistry(auto_describe=True)
     Gauge("lib_up", "A library gauge.", ["zone"], registry=registry).labels("a").set(1)
+    Counter("lib_calls", "A library counter.", ["zone"], registry=registry).labels("a").inc(3)
+    calls = CounterTable("t_calls_total", "Calls.", ("namespace", "zone"), registry=registry)
+    for index in range(5):
+        calls.labels(f"ns-{index}", 'q"uote').inc(index + 0.5)
     counter = Histogram("lib_seconds", "A library histogram.", ["zone"], buckets=BUCKETS, registry=registry)
     counter.labels("b").observe(0.2)
     conditions = GaugeTable(
@@ -198,7 +234,7 @@ def mixed_registry() -> tuple[CollectorRegistry, list[GaugeTable | HistogramTabl
     )
     signed.labels("a").observe(-0.5)
     bare_gauge.labels().set(3)
-    return registry, [conditions, durations, empty, bare, signed, bare_gauge]
+    return registry, [conditions, durations, empty, bare, signed, bare_gauge, calls]
 
 
 def families(text: bytes) -> list[str]:
@@ -212,7 +248,13 @@ def families(text: bytes) -> list[str]:
 
 @pytest.mark.parametrize("accept", NATIVE + FALLBACK)
 @pytest.mark.parametrize(
-    "names", [(), ("t_condition", "t_seconds_bucket", "t_bare_seconds_sum", "lib_up", "t_empty", "absent")]
+    "names",
+    [
+        (),
+        ("t_condition", "t_seconds_bucket", "t_bare_seconds_sum", "lib_up", "t_empty", "absent"),
+        ("t_calls_total", "lib_calls_total", "t_bare"),
+        ("t_calls", "t_calls_created"),
+    ],
 )
 def test_tables_write_the_lines_the_encoder_writes(accept: str, names: tuple[str, ...]) -> None:
     registry, tables = mixed_registry()
@@ -220,7 +262,7 @@ def test_tables_write_the_lines_the_encoder_writes(accept: str, names: tuple[str
     expected = encoder(registry.restricted_registry(names) if names else registry)
     collected = 0
 
-    def counting(table: GaugeTable | HistogramTable) -> Callable[[], Iterable[Metric]]:
+    def counting(table: GaugeTable | HistogramTable | CounterTable) -> Callable[[], Iterable[Metric]]:
         original = table.collect
 
         def collect() -> Iterable[Metric]:

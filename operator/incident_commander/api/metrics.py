@@ -11,14 +11,14 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from incident_commander.metric_tables import HistogramTable
+from incident_commander.metric_tables import CounterTable, HistogramTable
 
 PREFIX = "incident_commander_api"
 
 
 class ApiMetrics:
     def route_decided(self, outcome: str, phase: str) -> None:
-        """Count one routing answer. The label child is kept (``labels()`` validates and locks on
+        """Count one routing answer. The series is kept (``labels()`` builds and checks its key on
         every call, a measurable share of a routing request); outcomes and phases are few."""
         child = self._decisions.get((outcome, phase))
         if child is None:
@@ -28,14 +28,15 @@ class ApiMetrics:
         child.inc()
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
+        # Tables, not the library's Counter and Histogram, for what every request updates: the
+        # library's observe walks the buckets in Python and each update takes a lock per value
+        # it touches, a measurable share of a fast request (docs/performance.md, fifth session).
+        self.requests = CounterTable(
             f"{PREFIX}_requests_total",
             "API requests by route template, method, status code and caller role.",
             ["route", "method", "status", "role"],
             registry=registry,
         )
-        # A table, not the library's Histogram: its observe walks the buckets in Python and takes a
-        # lock per counter it touches, a measurable share of a fast request (metric_tables.py).
         self.duration = HistogramTable(
             f"{PREFIX}_request_duration_seconds",
             "Time to answer an API request, by route template.",
@@ -55,7 +56,7 @@ class ApiMetrics:
             ["route"],
             registry=registry,
         )
-        self.route_decisions = Counter(
+        self.route_decisions = CounterTable(
             f"{PREFIX}_route_decisions_total",
             "Answers of /v1/route by outcome (routed, refused) and budget phase.",
             ["outcome", "budget_phase"],

@@ -38,7 +38,7 @@ def _cors_headers(origin: str) -> dict[str, str]:
 
 
 class _RequestCounters:
-    """Label children cached by their label values: ``labels()`` validates and locks on each call,
+    """Series cached by their label values: ``labels()`` builds and checks a key on each call,
     which is a measurable share of a fast request. The label sets are bounded (route templates,
     methods, statuses, roles), so the cache is too."""
 
