@@ -39,6 +39,7 @@ import argparse
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,35 @@ def scrape_cost(metrics_url: str, pid: int) -> dict[str, float]:
         "bytes": len(body),
         "samples": sum(1 for line in body.splitlines() if line and not line.startswith(b"#")),
     }
+
+
+_REQUEST_SAMPLE = re.compile(r"^apiserver_request_total\{([^}]*)\} ([0-9.e+]+)$")
+_LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+def apiserver_requests(api: kubernetes.client.ApiClient) -> Counter[str]:
+    """The apiserver's own count of the requests it served, by verb and resource (reads too, which
+    the audit log leaves out: it records writes only, so as not to cost the apiserver CPU)."""
+    response = api.call_api("GET", f"{api.configuration.host}/metrics", _request_timeout=30)
+    response.read()
+    counts: Counter[str] = Counter()
+    for line in response.data.decode().splitlines():
+        match = _REQUEST_SAMPLE.match(line)
+        if match is None:
+            continue
+        labels = dict(_LABEL.findall(match.group(1)))
+        resource = labels.get("resource", "")
+        if labels.get("subresource"):
+            resource += "/" + labels["subresource"]
+        counts[f"{labels.get('verb', '?')} {resource}"] += int(float(match.group(2)))
+    return counts
+
+
+def requests_between(before: Counter[str], after: Counter[str]) -> dict[str, int]:
+    """What was served in between, by verb and resource, most first (the bench's own polls and
+    creates included: they are the same in both phases)."""
+    served = after - before
+    return dict(sorted(served.items(), key=lambda kv: -kv[1]))
 
 
 def objects(count: int, endpoint: str) -> list[dict[str, Any]]:
@@ -349,6 +379,7 @@ def run_floor(
                 "etcd": plane.processes["etcd"].pid,
             }
             floor_before = cpu_seconds(floor.pid)
+            served_before = apiserver_requests(api)
             started = time.monotonic()
 
             def converge() -> tuple[float, float]:
@@ -357,6 +388,7 @@ def run_floor(
                 return created, wait_all_ready(api, "floor", n, started, timeout)[0]
 
             (created, total), cpu = measure_cpu({k: v for k, v in pids.items() if k != "floor"}, converge)
+            served = requests_between(served_before, apiserver_requests(api))
             own = json.loads(floor.stdout.readline())
             floor.wait(timeout=60)
         finally:
@@ -379,6 +411,7 @@ def run_floor(
         "writes": own["writes"],
         "writes_per_object": own["writes_total"] / (3 * n),
         "audit_writes": dict(writes),
+        "apiserver_requests": served,
     }
     if record:
         result["aws_operations"] = dict(aws_operations(logs / "moto-floor.recording"))
@@ -462,6 +495,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     "etcd": plane.processes["etcd"].pid,
                 }
                 rss_start = rss_mb(pids["operator"])  # started, ready, no objects yet: the fixed base
+                served_before = apiserver_requests(api)
                 started = time.monotonic()
 
                 def converge() -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
@@ -470,6 +504,7 @@ def main(argv: Iterable[str] | None = None) -> int:
                     return wait_all_ready(api, "bench", n, started, args.timeout)
 
                 (total, per_kind, _samples), cpu = measure_cpu(pids, converge)
+                served = requests_between(served_before, apiserver_requests(api))
                 time.sleep(2)  # let the audit backend flush
                 writes = audit_writes(plane.audit_log, "bench", agents=("incident-commander", "kopf"))
                 rss_converged = peak_rss_mb(pids["operator"])
@@ -515,6 +550,7 @@ def main(argv: Iterable[str] | None = None) -> int:
             "scrape": scrape,
             "writes": dict(writes),
             "writes_per_object": total_writes / (3 * n),
+            "apiserver_requests": served,
             "convergence_cpu_s": cpu,
             "settle_s": args.settle,
             "settle_cpu_s": settle_cpu,
@@ -557,6 +593,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"operator API writes             {total_writes} ({total_writes / (3 * n):.2f} per object): "
         f"{fmt_counter(writes)}"
     )
+    print(f"apiserver requests, floor       {fmt_counter(Counter(floor['apiserver_requests']))}")
+    print(f"apiserver requests, operator    {fmt_counter(Counter(served))}")
     print(f"settling {args.settle:.0f} s after convergence: operator CPU {settle_cpu['operator']:.2f} s")
     print(
         f"idle {args.idle:.0f} s after that: operator CPU {idle_cpu['operator']:.2f} s "

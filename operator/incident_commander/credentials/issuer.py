@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -40,6 +42,9 @@ TYPE_API_KEY = "incidentcommander.io/api-key"
 TYPE_KEY_INDEX = "incidentcommander.io/api-key-index"
 TYPE_SIGNING = "incidentcommander.io/jwt-signing-keys"
 MAX_STEPS = 200
+OWN_WRITES_KEPT = 8
+"""A pass writes a policy's Secrets up to five times when it issues (index, client Secret, index
+again, signing keys); the watch brings each write back, possibly after the next has been made."""
 
 
 def api_key_secret_name(policy: str, client: str) -> str:
@@ -87,6 +92,29 @@ class CredentialIssuer:
         self._clock = clock
         self._integrity_key = integrity_key
         """Raises when the key is not loaded yet: nothing is written unsealed."""
+        self._written: dict[tuple[str, str], deque[str]] = {}
+        """Per policy (namespace, name), the resourceVersions of its Secrets this process wrote
+        last: the Secret watch brings every write back, and a write of ours is no news."""
+        self._written_lock = threading.Lock()
+        """Passes write from worker threads; the watch asks from the event loop."""
+
+    def wrote(self, namespace: str, policy: str, resource_version: str) -> bool:
+        """Whether this process made the write that gave one of ``policy``'s Secrets
+        ``resource_version``. Resource versions are unique across the cluster's writes, so a Secret
+        anyone else wrote, deleted or planted under the policy's label never matches."""
+        with self._written_lock:
+            return resource_version in self._written.get((namespace, policy), ())
+
+    def forget(self, owner: ObjectRef) -> None:
+        """The policy is gone: its writes are no longer worth knowing."""
+        with self._written_lock:
+            self._written.pop((owner.namespace, owner.name), None)
+
+    def _remember(self, owner: ObjectRef, resource_version: str) -> str:
+        with self._written_lock:
+            kept = self._written.setdefault((owner.namespace, owner.name), deque(maxlen=OWN_WRITES_KEPT))
+            kept.append(resource_version)
+        return resource_version
 
     def reconcile(
         self,
@@ -209,7 +237,9 @@ class CredentialIssuer:
                 client = by_name[step.client]
                 key = api_keys.generate_key()
                 save(api_keys.with_pending(index, client, key, now))
-                version = self._write_client_secret(owner, client, key, now, client_secrets.get(client.name))
+                version = self._remember(
+                    owner, self._write_client_secret(owner, client, key, now, client_secrets.get(client.name))
+                )
                 client_secrets[client.name] = (version, ClientSecret(key_id=key.key_id, role=client.role))
                 save(api_keys.with_activated(index, key.key_id, client.grace_period, now))
                 outcome.happenings.append(
@@ -261,15 +291,18 @@ class CredentialIssuer:
         resource_version: str | None,
     ) -> str:
         seal = self._integrity_key().seal(sealed_fields(owner, name, type_, data))
-        return self._kube.write_secret(
-            owner.namespace,
-            name=name,
-            type_=type_,
-            labels=self._labels(owner, purpose),
-            annotations={integrity.ANNOTATION: seal},
-            data=data,
-            owner=owner,
-            resource_version=resource_version,
+        return self._remember(
+            owner,
+            self._kube.write_secret(
+                owner.namespace,
+                name=name,
+                type_=type_,
+                labels=self._labels(owner, purpose),
+                annotations={integrity.ANNOTATION: seal},
+                data=data,
+                owner=owner,
+                resource_version=resource_version,
+            ),
         )
 
     def _client_secrets(

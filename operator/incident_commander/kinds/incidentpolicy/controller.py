@@ -226,9 +226,15 @@ class PolicyController(Controller[Policy]):
 
     def forgotten(self, entry: Policy) -> None:
         self.metrics.forget_policy(entry.ref.namespace, entry.ref.name)
+        self._issuer.forget(entry.ref)
 
-    def secret_changed(self, namespace: str, policy_name: str) -> None:
-        """One of the policy's Secrets changed (or a Secret under one of its names went away)."""
+    def secret_changed(self, namespace: str, policy_name: str, resource_version: str | None) -> None:
+        """One of the policy's Secrets changed (or a Secret under one of its names went away;
+        ``resource_version`` None). The pass that made a write already knows what it wrote: only
+        someone else's change is news (an issuing pass's own five writes used to wake the policy
+        for a pass that read its Secrets again to find nothing to do)."""
+        if resource_version is not None and self._issuer.wrote(namespace, policy_name, resource_version):
+            return
         policy = self.entry(namespace, policy_name)
         if policy is not None:
             self.wake(policy)

@@ -29,7 +29,10 @@ def subscribe(watches: Watches, policies: PolicyController) -> None:
             meta = body.get("metadata") or {}
             policy = (meta.get("labels") or {}).get(LABEL_POLICY)
             if policy:
-                policies.secret_changed(str(meta.get("namespace")), str(policy))
+                version = meta.get("resourceVersion") if event_type != "DELETED" else None
+                policies.secret_changed(
+                    str(meta.get("namespace")), str(policy), str(version) if version else None
+                )
 
     watches.subscribe(SECRETS, secret_event)
     watches.track_deletions(SECRETS, managed)

@@ -163,6 +163,26 @@ def test_an_unchanged_policy_costs_no_write(env: Env) -> None:
     assert len(env.storage.ensured) == 1  # the drift check is not due yet
 
 
+def test_the_policy_s_own_secret_writes_do_not_wake_it_and_anyone_else_s_do(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    woken: list[str] = []
+    monkeypatch.setattr(env.controller, "wake", lambda entry, **_: woken.append(entry.ref.name))
+    env.run(env.observe())
+    ours = {s.resource_version for (ns, _), s in env.kube.secrets.items() if ns == NS}
+    assert len(ours) == 3  # signing keys, key index, the client's Secret
+    for version in ours:
+        env.controller.secret_changed(NS, "p", version)
+    assert woken == []
+    env.controller.secret_changed(NS, "p", "99999")  # an edit, or a Secret planted under the label
+    env.controller.secret_changed(NS, "p", None)  # deleted
+    assert woken == ["p", "p"]
+    # A deleted policy's writes are forgotten (a new policy under its name starts afresh).
+    env.controller.forgotten(env.observe())
+    env.controller.secret_changed(NS, "p", next(iter(ours)))
+    assert woken == ["p", "p", "p"]
+
+
 def test_a_connection_that_is_not_ready_is_the_reason_for_storage_and_ready(env: Env) -> None:
     env.connections.not_ready(NS, "conn", "EndpointUnreachable", "connection refused")
     retry = env.run(env.observe())
