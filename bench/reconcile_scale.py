@@ -11,11 +11,12 @@ One run, in this order:
    ledger read, Cost Explorer figure and forecast, the policy's storage through the operator's
    own provisioner) with one shared boto3 client per service, its own moto server (so neither run
    sees the other's AWS state), one status patch per object and the policy's sealed credential
-   Secrets (the issuer's crash-safe sequence). The time runs from the first create to the poll
-   that sees all Ready.
+   Secrets (the issuer's crash-safe sequence). The time runs from the first create to the moment
+   the bench's watches have seen all Ready.
 2. **Operator.** The operator (``--namespace bench``) runs; the same objects are created in
    namespace ``bench`` the same way (16 threads, Kubernetes client); the time runs from the first
-   create to the poll that sees all 3N Ready with ``observedGeneration`` current. Per object:
+   create to the moment its watches (one per kind) have seen all 3N Ready with
+   ``observedGeneration`` current. Per object:
    an AwsConnection (services ``[sts]``, moto, ``probeInterval`` 24h), a BudgetPolicy on it
    (Cost Explorer filter on DynamoDB, ``evaluationInterval`` 24h), an IncidentPolicy on it with
    ``budgetRef`` to that budget, default storage (DynamoDB, Kinesis, S3, Step Functions in
@@ -27,7 +28,9 @@ One run, in this order:
 
 Reported: times and operator/floor for wall time and for CPU (the sum over the reconciler's
 process, its moto, kube-apiserver and etcd, from the first create to all Ready; and the
-reconciler's process alone), operator peak RSS (``VmHWM``), API writes per object by resource
+reconciler's process alone), a speed probe before and after each phase (``speed_probe``: whether
+both phases ran on an equally fast machine), the apiserver's own count of the requests it served
+in each phase (reads included), operator peak RSS (``VmHWM``), API writes per object by resource
 (audit log, user agents of the operator and kopf; the floor's from the audit log too), CPU seconds
 of every process during convergence (to see which one is the bottleneck: the operator, moto, the
 apiserver or etcd), idle CPU and idle writes. ``--json PATH`` also writes the numbers as JSON.
@@ -65,7 +68,6 @@ PLURALS = {
     "IncidentPolicy": "incidentpolicies",
 }
 THREADS = 16
-POLL = 2.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -105,9 +107,9 @@ def apiserver_requests(api: kubernetes.client.ApiClient) -> Counter[str]:
     """The apiserver's own count of the requests it served, by verb and resource (reads too, which
     the audit log leaves out: it records writes only, so as not to cost the apiserver CPU)."""
     response = api.call_api("GET", f"{api.configuration.host}/metrics", _request_timeout=30)
-    response.read()
+    response.read()  # type: ignore[no-untyped-call]
     counts: Counter[str] = Counter()
-    for line in response.data.decode().splitlines():
+    for line in cast(bytes, response.data).decode().splitlines():
         match = _REQUEST_SAMPLE.match(line)
         if match is None:
             continue
@@ -217,14 +219,21 @@ def create_all(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict
         list(pool.map(create, docs))
 
 
-def ready_counts(api: kubernetes.client.ApiClient, namespace: str) -> dict[str, int]:
-    custom = kubernetes.client.CustomObjectsApi(api)
-    counts = {}
-    for kind, plural in PLURALS.items():
-        listed = cast(dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural))
-        items = listed["items"]
-        counts[kind] = sum(1 for item in items if _ready(item))
-    return counts
+def speed_probe() -> float:
+    """CPU seconds this process takes for a fixed piece of Python work (the least of three).
+
+    The machine's speed moves under the bench (other tenants share the cores): in one run the
+    floor's own process took 31.5 CPU-s for the work that took it 54.6 in the run before. The
+    probe, taken before and after each phase, says whether the two phases ran on the same
+    machine; a ratio between phases whose probes differ is not a ratio of work."""
+    times = []
+    for _ in range(3):
+        start = time.process_time()
+        total = 0
+        for i in range(1_500_000):
+            total += i * i % 7
+        times.append(time.process_time() - start)
+    return min(times)
 
 
 def _ready(item: dict[str, Any]) -> bool:
@@ -236,22 +245,78 @@ def _ready(item: dict[str, Any]) -> bool:
 
 def wait_all_ready(
     api: kubernetes.client.ApiClient, namespace: str, count: int, started: float, timeout: float
-) -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
-    """Poll until every kind has ``count`` Ready objects: (total seconds, seconds per kind, samples)."""
+) -> tuple[float, dict[str, float]]:
+    """Watch until every kind has ``count`` Ready objects: (total seconds, seconds per kind).
+
+    A watch per kind, not a poll: listing 1,000 objects of each kind every couple of seconds cost
+    the apiserver CPU in proportion to the wait, so the slower side paid more for the bench's own
+    reads, and the bench's decoding of the lists took CPU from both sides' two cores."""
     per_kind: dict[str, float] = {}
-    samples: list[tuple[float, dict[str, int]]] = []
-    while True:
-        counts = ready_counts(api, namespace)
-        elapsed = time.monotonic() - started
-        samples.append((elapsed, counts))
-        for kind, ready in counts.items():
-            if ready >= count and kind not in per_kind:
-                per_kind[kind] = elapsed
-        if len(per_kind) == len(PLURALS):
-            return elapsed, per_kind, samples
-        if elapsed > timeout:
-            raise TimeoutError(f"only {counts} of {count} each Ready after {elapsed:.0f} s")
-        time.sleep(POLL)
+    deadline = started + timeout
+
+    def follow(kind: str, plural: str) -> None:
+        custom = kubernetes.client.CustomObjectsApi(api)
+        ready: set[str] = set()
+        version = ""
+        while time.monotonic() < deadline:
+            if not version:  # first, or the watch expired (410 Gone): list again
+                listed = cast(
+                    dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+                )
+                ready = {i["metadata"]["name"] for i in listed["items"] if _ready(i)}
+                version = listed["metadata"]["resourceVersion"]
+            if len(ready) >= count:
+                per_kind[kind] = time.monotonic() - started
+                return
+            try:
+                version = _watch_ready(custom, namespace, plural, version, ready, count, deadline)
+            except kubernetes.client.ApiException as error:
+                if error.status != 410:
+                    raise
+                version = ""
+
+    with ThreadPoolExecutor(len(PLURALS)) as pool:
+        list(pool.map(follow, PLURALS, PLURALS.values()))  # raises what a watcher raised
+    if len(per_kind) < len(PLURALS):
+        raise TimeoutError(f"only {sorted(per_kind)} all {count} Ready after {timeout:.0f} s")
+    return max(per_kind.values()), per_kind
+
+
+def _watch_ready(
+    custom: kubernetes.client.CustomObjectsApi,
+    namespace: str,
+    plural: str,
+    version: str,
+    ready: set[str],
+    count: int,
+    deadline: float,
+) -> str:
+    """Follow one kind from ``version``, keeping ``ready`` (the names of its Ready objects), until
+    ``count`` are or the watch ends; return the version to go on from ("" to list again)."""
+    stream = kubernetes.watch.Watch().stream(  # type: ignore[no-untyped-call]
+        custom.list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        plural,
+        resource_version=version,
+        allow_watch_bookmarks=True,
+        timeout_seconds=max(1, min(60, int(deadline - time.monotonic()))),
+    )
+    for event in stream:
+        item = event["object"]
+        if event["type"] == "ERROR":
+            return ""
+        version = item["metadata"]["resourceVersion"]
+        if event["type"] == "BOOKMARK":
+            continue
+        if event["type"] != "DELETED" and _ready(item):
+            ready.add(item["metadata"]["name"])
+        else:
+            ready.discard(item["metadata"]["name"])
+        if len(ready) >= count:
+            break
+    return version
 
 
 def cpu_seconds(pid: int) -> float:
@@ -469,7 +534,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         api = api_client(plane.kubeconfig)
 
         # 1. The same-work floor.
+        probes = {"before_floor": speed_probe()}
         floor = run_floor(api, plane, logs, n, args.timeout, args.record_aws)
+        probes["after_floor"] = speed_probe()
         results["floor"] = floor
         print(
             f"floor: created in {floor['created_s']:.1f} s, all Ready after {floor['all_ready_s']:.1f} s",
@@ -495,19 +562,21 @@ def main(argv: Iterable[str] | None = None) -> int:
                     "etcd": plane.processes["etcd"].pid,
                 }
                 rss_start = rss_mb(pids["operator"])  # started, ready, no objects yet: the fixed base
+                probes["before_operator"] = speed_probe()
                 served_before = apiserver_requests(api)
                 started = time.monotonic()
 
-                def converge() -> tuple[float, dict[str, float], list[tuple[float, dict[str, int]]]]:
+                def converge() -> tuple[float, dict[str, float]]:
                     create_all(api, "bench", docs)
                     results["operator_created_s"] = time.monotonic() - started
                     return wait_all_ready(api, "bench", n, started, args.timeout)
 
-                (total, per_kind, _samples), cpu = measure_cpu(pids, converge)
+                (total, per_kind), cpu = measure_cpu(pids, converge)
                 served = requests_between(served_before, apiserver_requests(api))
                 time.sleep(2)  # let the audit backend flush
                 writes = audit_writes(plane.audit_log, "bench", agents=("incident-commander", "kopf"))
                 rss_converged = peak_rss_mb(pids["operator"])
+                probes["after_operator"] = speed_probe()
 
                 # 3. Settling, then idle.
                 idle_from = datetime.now(UTC)
@@ -561,6 +630,9 @@ def main(argv: Iterable[str] | None = None) -> int:
             "idle_status_writes": status_writes_idle,
             "tracebacks_in_operator_log": operator_log.count("Traceback"),
             "loadavg_after": os.getloadavg(),
+            "speed_probe_s": probes,
+            "speed_ratio_operator_to_floor": (probes["before_operator"] + probes["after_operator"])
+            / (probes["before_floor"] + probes["after_floor"]),
         }
     )
     print(f"objects: {n} of each kind, {3 * n} in all")
@@ -582,6 +654,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         f"operator / floor, CPU           {results['cpu_ratio_to_floor']:8.2f} "
         f"({cpu_total:.1f} / {floor['cpu_total_s']:.1f} CPU-s; reconciler process alone "
         f"{results['process_cpu_ratio_to_floor']:.2f})"
+    )
+    print(
+        "speed probe (CPU-s, less is faster) "
+        + ", ".join(f"{k} {v:.3f}" for k, v in probes.items())
+        + f": the operator's phase ran {results['speed_ratio_operator_to_floor']:.2f}x as slow as the floor's"
     )
     print(f"operator peak RSS               {rss_peak:8.1f} MB ({rss_start:.1f} MB at start, no objects)")
     print(f"boto3 clients built             {client_builds:8.0f}")

@@ -18,10 +18,11 @@ verifying.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypedDict
 
 from opentelemetry.trace import Tracer
@@ -66,6 +67,9 @@ STORAGE_RETRY = 15.0
 WARMUP_RETRY = 0.5
 DRIFT_CHECK = 600.0
 IDLE = 3600.0
+CREDENTIALS_RECHECK = timedelta(minutes=10)
+"""How long a pass may take the credentials as the previous pass left them, when nothing that
+could change them happened (see ``CredentialsSeen``): a bound, should a watch event ever be lost."""
 DEFAULT_ACCOUNT = "000000000000"
 """The account in names when STS has not told it (emulators without one)."""
 
@@ -119,6 +123,23 @@ class _Where(TypedDict):
     account: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class CredentialsSeen:
+    """What the last pass found of a policy's credentials, and under which conditions it still
+    holds: the same generation and rotation requests, no news from the Secret watch since (a
+    change by anyone but this process, or a deletion), and not yet at the next rotation or expiry.
+    A pass woken for anything else (its connection or budget became Ready, a storage retry) then
+    skips the issuer's reads: two GETs and a LIST of Secrets, each decoded by the client."""
+
+    inputs: tuple[Any, ...]
+    secret_news: int
+    valid_until: datetime
+    condition: Condition
+    outcome: CredentialOutcome
+    """Without its happenings and warnings: those were posted by the pass that had them."""
+    retry: float
+
+
 @dataclass(kw_only=True)
 class Policy(Entry):
     storage: list[ResourceStatus] = field(default_factory=list)
@@ -128,6 +149,10 @@ class Policy(Entry):
     table_created_here: bool = False
     """This process created the incident table: nothing but this replica's API can have written to
     it since, so a standalone operator need not sweep it at first sight (incidents/sweeper.py)."""
+    secret_news: int = 0
+    """Watch events about the policy's Secrets that this process did not cause (see
+    ``PolicyController.secret_changed``)."""
+    credentials_seen: CredentialsSeen | None = None
     _parsed_from: Any = field(default=None, repr=False)
     _parsed: PolicySpec | str = field(default="", repr=False)
 
@@ -237,6 +262,7 @@ class PolicyController(Controller[Policy]):
             return
         policy = self.entry(namespace, policy_name)
         if policy is not None:
+            policy.secret_news += 1
             self.wake(policy)
 
     def budget_changed(self, namespace: str, budget: str) -> None:
@@ -292,6 +318,36 @@ class PolicyController(Controller[Policy]):
     async def _credentials(
         self, policy: Policy, spec: PolicySpec
     ) -> tuple[Condition, CredentialOutcome | None, float]:
+        """The credentials as the issuer leaves them, or as the previous pass found them when
+        that still holds (``CredentialsSeen``)."""
+        inputs = (
+            policy.ref.uid,
+            policy.generation,
+            policy.annotations.get(ROTATE_ANNOTATION),
+            policy.annotations.get(ROTATE_SIGNING_ANNOTATION),
+        )
+        seen, news, now = policy.credentials_seen, policy.secret_news, self.clock()
+        policy.credentials_seen = None
+        if seen is not None and seen.inputs == inputs and seen.secret_news == news and now < seen.valid_until:
+            policy.credentials_seen = seen
+            return seen.condition, seen.outcome, seen.retry
+        condition, outcome, retry = await self._issue(policy, spec)
+        if outcome is not None and condition.status == "True":
+            policy.credentials_seen = CredentialsSeen(
+                inputs=inputs,
+                secret_news=news,
+                valid_until=min([now + CREDENTIALS_RECHECK, *_due_moments(outcome)]),
+                condition=condition,
+                outcome=dataclasses.replace(outcome, happenings=[], warnings=[]),
+                retry=retry,
+            )
+        return condition, outcome, retry
+
+    async def _issue(
+        self, policy: Policy, spec: PolicySpec
+    ) -> tuple[Condition, CredentialOutcome | None, float]:
+        """One run of the issuer: reads the policy's Secrets, writes what its plans call for."""
+
         def failed(reason: str, message: str, retry: float) -> tuple[Condition, None, float]:
             return (
                 Condition(type="CredentialsIssued", status="False", reason=reason, message=message),
@@ -339,7 +395,7 @@ class PolicyController(Controller[Policy]):
     def _credentials_due(self, outcome: CredentialOutcome | None) -> float:
         if outcome is None:
             return STORAGE_RETRY
-        moments = [m for m in (api_keys.next_due(outcome.index), signing.next_due(outcome.signing_keys)) if m]
+        moments = _due_moments(outcome)
         if not moments:
             return IDLE
         return max(0.5, (min(moments) - self.clock()).total_seconds() + 0.5)
@@ -563,3 +619,8 @@ class PolicyController(Controller[Policy]):
             reason=f"Phase{state.phase}",
             message=f"BudgetPolicy {spec.budget} is {state.phase}; enforcing {enforcing}",
         )
+
+
+def _due_moments(outcome: CredentialOutcome) -> list[datetime]:
+    """When the issuer next has work without being asked: a rotation, an expiry, a grace period's end."""
+    return [m for m in (api_keys.next_due(outcome.index), signing.next_due(outcome.signing_keys)) if m]

@@ -18,8 +18,10 @@ from incident_commander.conditions import find_condition
 from incident_commander.credentials import integrity
 from incident_commander.credentials.integrity import IntegrityKey, IntegrityKeyHolder
 from incident_commander.kinds.incidentpolicy.controller import (
+    CREDENTIALS_RECHECK,
     FINALIZER,
     FORCE_DELETE_ANNOTATION,
+    ROTATE_ANNOTATION,
     Policy,
     PolicyController,
 )
@@ -183,6 +185,45 @@ def test_the_policy_s_own_secret_writes_do_not_wake_it_and_anyone_else_s_do(
     assert woken == ["p", "p", "p"]
 
 
+def test_a_pass_woken_for_something_else_reads_no_secret_until_something_could_have_changed_them(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    for method in ("read_managed_secret", "list_managed_secrets"):
+        original = getattr(env.kube, method)
+        monkeypatch.setattr(
+            env.kube, method, lambda *args, _m=method, _o=original: reads.append(_m) or _o(*args)
+        )
+    entry = env.observe()
+    env.run(entry)
+    issued = (len(reads), len(env.kube.events))
+    assert issued[0] > 0
+
+    def reads_of_a_pass(entry: Policy) -> int:
+        before = len(reads)
+        env.run(entry)
+        return len(reads) - before
+
+    assert reads_of_a_pass(entry) == 0  # e.g. woken because its connection became Ready
+    assert len(env.kube.events) == issued[1]  # the issuance's Events are not posted again
+    assert env.condition("CredentialsIssued")["reason"] == "Issued"
+    # Someone else's change to one of its Secrets: read again.
+    env.controller.secret_changed(NS, "p", "99999")
+    assert reads_of_a_pass(entry) > 0
+    assert reads_of_a_pass(entry) == 0
+    # A rotation request, a new generation: read again (and rotate).
+    entry = env.observe(annotations={ROTATE_ANNOTATION: "now"})
+    assert reads_of_a_pass(entry) > 0
+    assert "ApiKeyIssued" in env.kube.reasons()[issued[1] :]
+    assert reads_of_a_pass(entry) == 0
+    entry = env.observe(annotations={ROTATE_ANNOTATION: "now"}, generation=2)
+    assert reads_of_a_pass(entry) > 0
+    # No longer than CREDENTIALS_RECHECK, should a watch event ever be lost.
+    assert reads_of_a_pass(entry) == 0
+    env.controller.clock = lambda: NOW + CREDENTIALS_RECHECK
+    assert reads_of_a_pass(entry) > 0
+
+
 def test_a_connection_that_is_not_ready_is_the_reason_for_storage_and_ready(env: Env) -> None:
     env.connections.not_ready(NS, "conn", "EndpointUnreachable", "connection refused")
     retry = env.run(env.observe())
@@ -231,13 +272,14 @@ def test_an_unsealed_secret_of_the_policy_is_replaced_with_a_warning(env: Env) -
     env.run(entry)
     planted = {"keys": [], "note": "planted"}
     owner = entry.ref
-    env.kube.put_secret(
+    stored = env.kube.put_secret(
         NS,
         "p-jwt-signing-keys",
         {"signing-keys.json": json.dumps(planted)},
         type_="incidentcommander.io/jwt-signing-keys",
         owner=owner,
     )
+    env.controller.secret_changed(NS, "p", stored.resource_version)  # what the Secret watch does
     env.run(entry)
     assert "UntrustedSecretReplaced" in env.kube.reasons()
     replaced = env.kube.secrets[(NS, "p-jwt-signing-keys")]
