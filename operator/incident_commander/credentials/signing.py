@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -30,7 +30,8 @@ SIGNING_KEY_LIFETIME = timedelta(days=30)
 class SigningKey:
     kid: str
     algorithm: Algorithm
-    private_pem: str
+    private_pem: str = field(repr=False)
+    """Never in a repr: keys are kept on each policy's entry (CredentialsSeen), which may be printed."""
     created_at: datetime
     not_after: datetime | None = None
     """Set when the key is retired: it leaves the JWKS then."""

@@ -53,3 +53,9 @@ def test_algorithm_change_and_annotation_rotate() -> None:
     assert first.keys is not None
     assert plan(first.keys, algorithm="ES256").reason == "AlgorithmChanged"
     assert plan(first.keys, request="now").reason == "RotationRequested"
+
+
+def test_a_signing_key_s_repr_carries_no_private_key() -> None:
+    key = generate_signing_key("ES256", NOW)
+    assert "PRIVATE KEY" in key.private_pem
+    assert "PRIVATE" not in repr(key) and key.kid in repr(key)
