@@ -237,9 +237,7 @@ class CredentialIssuer:
                 client = by_name[step.client]
                 key = api_keys.generate_key()
                 save(api_keys.with_pending(index, client, key, now))
-                version = self._remember(
-                    owner, self._write_client_secret(owner, client, key, now, client_secrets.get(client.name))
-                )
+                version = self._write_client_secret(owner, client, key, now, client_secrets.get(client.name))
                 client_secrets[client.name] = (version, ClientSecret(key_id=key.key_id, role=client.role))
                 save(api_keys.with_activated(index, key.key_id, client.grace_period, now))
                 outcome.happenings.append(
@@ -342,20 +340,23 @@ class CredentialIssuer:
         now: datetime,
         existing: tuple[str, ClientSecret] | None,
     ) -> str:
-        return self._kube.write_secret(
-            owner.namespace,
-            name=api_key_secret_name(owner.name, client.name),
-            type_=TYPE_API_KEY,
-            labels={**self._labels(owner, "api-key"), LABEL_CLIENT: client.name, LABEL_ROLE: client.role},
-            data={
-                "apiKey": key.plaintext,
-                "keyId": key.key_id,
-                "role": client.role,
-                "issuedAt": precise_time(now),
-                "expiresAt": precise_time(now + client.rotation_period),
-            },
-            owner=owner,
-            resource_version=existing[0] if existing else None,
+        return self._remember(
+            owner,
+            self._kube.write_secret(
+                owner.namespace,
+                name=api_key_secret_name(owner.name, client.name),
+                type_=TYPE_API_KEY,
+                labels={**self._labels(owner, "api-key"), LABEL_CLIENT: client.name, LABEL_ROLE: client.role},
+                data={
+                    "apiKey": key.plaintext,
+                    "keyId": key.key_id,
+                    "role": client.role,
+                    "issuedAt": precise_time(now),
+                    "expiresAt": precise_time(now + client.rotation_period),
+                },
+                owner=owner,
+                resource_version=existing[0] if existing else None,
+            ),
         )
 
     @staticmethod

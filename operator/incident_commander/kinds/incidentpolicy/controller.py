@@ -327,10 +327,9 @@ class PolicyController(Controller[Policy]):
             policy.annotations.get(ROTATE_SIGNING_ANNOTATION),
         )
         seen, news, now = policy.credentials_seen, policy.secret_news, self.clock()
-        policy.credentials_seen = None
         if seen is not None and seen.inputs == inputs and seen.secret_news == news and now < seen.valid_until:
-            policy.credentials_seen = seen
             return seen.condition, seen.outcome, seen.retry
+        policy.credentials_seen = None  # nothing to reuse should this run raise
         condition, outcome, retry = await self._issue(policy, spec)
         if outcome is not None and condition.status == "True":
             policy.credentials_seen = CredentialsSeen(
