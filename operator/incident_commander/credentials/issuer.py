@@ -27,7 +27,7 @@ from incident_commander.credentials import api_keys, integrity, signing
 from incident_commander.credentials.api_keys import ClientSecret, ClientSpec, KeyIndex
 from incident_commander.credentials.integrity import IntegrityKey, SealedFields
 from incident_commander.credentials.signing import Algorithm, SigningKey
-from incident_commander.kube_api import KubeApi, ObjectRef, StoredSecret
+from incident_commander.kube_api import AlreadyExists, KubeApi, ObjectRef, StoredSecret
 from incident_commander.timestamps import precise_time
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,35 @@ class CredentialIssuer:
         token_ttl: timedelta,
         rotate_request: str | None,
         signing_rotate_request: str | None,
+        first_sight: bool = False,
     ) -> CredentialOutcome:
-        outcome = CredentialOutcome(index=KeyIndex(), signing_keys=())
-        outcome.signing_keys = self._signing_keys(
-            owner, algorithm, token_ttl, signing_rotate_request, outcome
-        )
-        outcome.index = self._api_keys(owner, clients, rotate_request, outcome)
-        return outcome
+        """Read the policy's Secrets, carry out the plans, and say what happened.
+
+        ``first_sight``: no pass has reconciled the policy yet (its status is empty), so its
+        Secrets most likely do not exist, and the run skips reading them (two GETs, a LIST, and a
+        GET per client). That is safe because such a run creates every name the reads would look
+        at: the signing keys first, the key index for its first client, then each client's
+        Secret. Anything already under one of those names (a Secret of an earlier pass that
+        crashed before its status write, or one planted by someone else) fails its create with
+        AlreadyExists, and the run starts again with the reads, keeping the happenings of the
+        writes that landed. Without clients no index is written, so the reads are never skipped.
+        """
+
+        def run(outcome: CredentialOutcome, read: bool) -> CredentialOutcome:
+            outcome.signing_keys = self._signing_keys(
+                owner, algorithm, token_ttl, signing_rotate_request, outcome, read
+            )
+            outcome.index = self._api_keys(owner, clients, rotate_request, outcome, read)
+            return outcome
+
+        landed: list[tuple[str, str]] = []
+        if first_sight and clients:
+            unread = CredentialOutcome(index=KeyIndex(), signing_keys=())
+            try:
+                return run(unread, read=False)
+            except AlreadyExists:
+                landed = unread.happenings
+        return run(CredentialOutcome(index=KeyIndex(), signing_keys=(), happenings=landed), read=True)
 
     # -- signing keys -------------------------------------------------------------------------------
     def _signing_keys(
@@ -141,9 +163,10 @@ class CredentialIssuer:
         ttl: timedelta,
         request: str | None,
         outcome: CredentialOutcome,
+        read: bool,
     ) -> tuple[SigningKey, ...]:
         name = signing_secret_name(owner.name)
-        stored = self._own_secret(owner, name, TYPE_SIGNING, outcome)
+        stored = self._own_secret(owner, name, TYPE_SIGNING, outcome) if read else None
         document = (
             json.loads(stored.data.get("signing-keys.json", b"{}")) if stored and stored.trusted else {}
         )
@@ -186,17 +209,22 @@ class CredentialIssuer:
 
     # -- API keys ------------------------------------------------------------------------------------
     def _api_keys(
-        self, owner: ObjectRef, clients: Sequence[ClientSpec], request: str | None, outcome: CredentialOutcome
+        self,
+        owner: ObjectRef,
+        clients: Sequence[ClientSpec],
+        request: str | None,
+        outcome: CredentialOutcome,
+        read: bool,
     ) -> KeyIndex:
         index_name = index_secret_name(owner.name)
-        stored_index = self._own_secret(owner, index_name, TYPE_KEY_INDEX, outcome)
+        stored_index = self._own_secret(owner, index_name, TYPE_KEY_INDEX, outcome) if read else None
         index = KeyIndex.from_json(
             json.loads(stored_index.data.get("index.json", b"{}"))
             if stored_index and stored_index.trusted
             else None
         )
         index_version = stored_index.secret.resource_version if stored_index else None
-        client_secrets = self._client_secrets(owner, clients, outcome)
+        client_secrets = self._client_secrets(owner, clients, outcome) if read else {}
         clients = [c for c in clients if c.name not in outcome.conflicts]
         by_name = {c.name: c for c in clients}
 

@@ -363,6 +363,8 @@ class PolicyController(Controller[Policy]):
                 token_ttl=spec.token.ttl,
                 rotate_request=policy.annotations.get(ROTATE_ANNOTATION),
                 signing_rotate_request=policy.annotations.get(ROTATE_SIGNING_ANNOTATION),
+                # No pass has written a status yet: the issuer may create without reading first.
+                first_sight=not policy.status.get("observedGeneration"),
             )
         except Conflict as conflict:
             return failed("Conflict", str(conflict), 1.0)

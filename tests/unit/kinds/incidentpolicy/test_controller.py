@@ -188,16 +188,11 @@ def test_the_policy_s_own_secret_writes_do_not_wake_it_and_anyone_else_s_do(
 def test_a_pass_woken_for_something_else_reads_no_secret_until_something_could_have_changed_them(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reads: list[str] = []
-    for method in ("read_managed_secret", "list_managed_secrets"):
-        original = getattr(env.kube, method)
-        monkeypatch.setattr(
-            env.kube, method, lambda *args, _m=method, _o=original: reads.append(_m) or _o(*args)
-        )
+    reads = count_secret_reads(env, monkeypatch)
     entry = env.observe()
     env.run(entry)
     issued = (len(reads), len(env.kube.events))
-    assert issued[0] > 0
+    assert issued[0] == 0  # a new policy's first pass creates without reading
 
     def reads_of_a_pass(entry: Policy) -> int:
         before = len(reads)
@@ -222,6 +217,62 @@ def test_a_pass_woken_for_something_else_reads_no_secret_until_something_could_h
     assert reads_of_a_pass(entry) == 0
     env.controller.clock = lambda: NOW + CREDENTIALS_RECHECK
     assert reads_of_a_pass(entry) > 0
+
+
+def count_secret_reads(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    reads: list[str] = []
+    for method in ("read_managed_secret", "list_managed_secrets"):
+        original = getattr(env.kube, method)
+        monkeypatch.setattr(
+            env.kube, method, lambda *args, _m=method, _o=original: reads.append(_m) or _o(*args)
+        )
+    return reads
+
+
+def test_a_new_policy_s_first_pass_creates_its_secrets_without_reading_any(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = count_secret_reads(env, monkeypatch)
+    env.run(env.observe())
+    assert reads == []
+    assert env.condition("CredentialsIssued")["reason"] == "Issued"
+    assert sorted(name for ns, name in env.kube.secrets if ns == NS) == [
+        "p-agent-api-key",
+        "p-api-key-index",
+        "p-jwt-signing-keys",
+    ]
+    assert sorted(set(env.kube.reasons()) - {"Reconciled"}) == ["ApiKeyIssued", "SigningKeyRotated"]
+
+
+def test_a_policy_without_status_whose_secrets_exist_reads_them_and_keeps_its_keys(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that issued and crashed before its status write: the next pass takes the policy for
+    new, its first create fails, and it reads what is there instead of issuing again."""
+    env.run(env.observe())
+    names = ("p-agent-api-key", "p-jwt-signing-keys")
+    kept = {name: dict(env.kube.secrets[(NS, name)].data) for name in names}
+    events = len(env.kube.events)
+    reads = count_secret_reads(env, monkeypatch)
+    restarted = PolicyController(
+        start_workers=False,
+        kube=env.kube,  # type: ignore[arg-type]
+        connections=env.connections,
+        metrics=OperatorMetrics(),
+        clock=lambda: NOW,
+        integrity_key=IntegrityKeyHolder(KEY).require,
+        storage=env.storage,
+    )
+    restarted.observe(body())  # no status
+    entry = restarted.entry(NS, "p")
+    assert entry is not None
+    asyncio.run(restarted.run_pass(entry))
+    asyncio.run(restarted.close())
+    assert reads  # AlreadyExists sent it to the reads
+    for name, data in kept.items():
+        assert dict(env.kube.secrets[(NS, name)].data) == data
+    assert not {"ApiKeyIssued", "SigningKeyRotated"} & set(env.kube.reasons()[events:])  # none again
+    assert env.condition("CredentialsIssued")["reason"] == "Issued"
 
 
 def test_a_connection_that_is_not_ready_is_the_reason_for_storage_and_ready(env: Env) -> None:
@@ -299,6 +350,9 @@ def test_a_client_secret_name_held_by_another_policy_leaves_only_that_client_wit
     assert credentials["reason"] == "SecretNameConflict" and "p-agent-api-key" in credentials["message"]
     assert [c["name"] for c in env.status()["apiClients"]] == ["dash"]
     assert env.kube.secrets[(NS, "p-agent-api-key")].data == {"apiKey": b"theirs"}
+    # The first sight's create of that Secret failed after the signing keys were written: the
+    # pass read everything then, and the rotation's Event is posted once.
+    assert env.kube.reasons().count("SigningKeyRotated") == 1
 
 
 def test_the_budget_shapes_routing_and_its_condition(env: Env) -> None:
