@@ -27,9 +27,11 @@ One run, in this order:
    audit log) over both, while nothing changes.
 4. **Floor again** (unless ``--no-floor-after``): the same objects in namespace ``floor-after``,
    a fresh moto. The machine's speed moves under a run (other tenants share its cores), so the
-   ratios are against the mean of the two floor runs, one on each side of the operator's. The
-   second runs beside the operator's 3N objects and Secrets, left in place: a little more for
-   the apiserver to hold, which, if anything, flatters the operator.
+   ratios are against the mean of the two floor runs, one on each side of the operator's.
+
+Between phases the finished phase's objects are deleted (not timed), so each phase runs on a
+control plane holding only its own objects
+(``--keep-objects`` leaves them in place, as the bench did before the seventh session).
 
 Reported: times and operator/floor for wall time and for CPU (the sum over the reconciler's
 process, its moto, kube-apiserver and etcd, from the first create to all Ready; and the
@@ -73,6 +75,7 @@ PLURALS = {
     "IncidentPolicy": "incidentpolicies",
 }
 THREADS = 16
+CLEAR_PAUSE_S = 10.0
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -212,6 +215,23 @@ def prepare_namespace(api: kubernetes.client.ApiClient, namespace: str) -> None:
             string_data={"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"},
         ),
     )
+
+
+def clear_namespace(api: kubernetes.client.ApiClient, namespace: str) -> float:
+    """Delete a finished phase's objects, so that every phase starts on a control plane holding
+    only its own. One collection delete per resource; the bench's objects carry no finalizer, so
+    they are gone when it returns. (The namespace stays: this control plane's controller manager
+    may not delete namespaces.) Then a pause for the garbage collector, which hears of every
+    deleted dependent. Returns the seconds it took, which no phase counts."""
+    started = time.monotonic()
+    custom = kubernetes.client.CustomObjectsApi(api)
+    for plural in PLURALS.values():
+        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, plural)
+    core = kubernetes.client.CoreV1Api(api)
+    core.delete_collection_namespaced_secret(namespace)
+    core.delete_collection_namespaced_event(namespace)
+    time.sleep(CLEAR_PAUSE_S)
+    return time.monotonic() - started
 
 
 def create_all(api: kubernetes.client.ApiClient, namespace: str, docs: list[dict[str, Any]]) -> None:
@@ -507,6 +527,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         help="skip the floor's second run after the operator (the ratios are then against one run)",
     )
     parser.add_argument(
+        "--keep-objects",
+        action="store_true",
+        help="leave each phase's objects in place for the phases after it (by default each phase's "
+        "namespace is deleted, and gone, before the next phase starts)",
+    )
+    parser.add_argument(
         "--record-aws",
         action="store_true",
         help="record every AWS request (moto's recorder, which costs moto CPU) and report both "
@@ -554,6 +580,8 @@ def main(argv: Iterable[str] | None = None) -> int:
             f"floor: created in {floor['created_s']:.1f} s, all Ready after {floor['all_ready_s']:.1f} s",
             flush=True,
         )
+        if not args.keep_objects:
+            results["cleared_s"] = {"floor": clear_namespace(api, "floor")}
 
         # 2. The operator, with a moto of its own.
         moto = start_moto(logs, "moto", record=args.record_aws)
@@ -608,6 +636,8 @@ def main(argv: Iterable[str] | None = None) -> int:
                 operator.stop()
         finally:
             moto.stop()
+        if not args.keep_objects:
+            results["cleared_s"]["bench"] = clear_namespace(api, "bench")
 
         # 4. The floor again, so that a change of the machine's speed falls on both sides.
         floors = [floor]
@@ -666,6 +696,11 @@ def main(argv: Iterable[str] | None = None) -> int:
         }
     )
     print(f"objects: {n} of each kind, {3 * n} in all")
+    if "cleared_s" in results:
+        print(
+            "namespaces deleted between phases "
+            + ", ".join(f"{k} in {v:.1f} s" for k, v in results["cleared_s"].items())
+        )
     for run in floors:
         print(
             f"floor: all Ready after          {run['all_ready_s']:8.1f} s (creates {run['created_s']:.1f} s; "
