@@ -153,6 +153,11 @@ class Policy(Entry):
     """Watch events about the policy's Secrets that this process did not cause (see
     ``PolicyController.secret_changed``)."""
     credentials_seen: CredentialsSeen | None = None
+    issuing: bool = False
+    """The issuer runs for this policy now (in a thread)."""
+    unjudged: list[str] = field(default_factory=list)
+    """resourceVersions the Secret watch brought while the issuer ran: the run may have made those
+    writes without having recorded them yet, so they are judged when it returns."""
     _parsed_from: Any = field(default=None, repr=False)
     _parsed: PolicySpec | str = field(default="", repr=False)
 
@@ -261,7 +266,20 @@ class PolicyController(Controller[Policy]):
         if resource_version is not None and self._issuer.wrote(namespace, policy_name, resource_version):
             return
         policy = self.entry(namespace, policy_name)
-        if policy is not None:
+        if policy is None:
+            return
+        if policy.issuing and resource_version is not None:
+            # The watch can bring a write back before the thread that made it has recorded it.
+            policy.unjudged.append(resource_version)
+            return
+        policy.secret_news += 1
+        self.wake(policy)
+
+    def _judge_unjudged(self, policy: Policy) -> None:
+        """After an issuer run: the events that came during it and were not its own writes."""
+        unjudged, policy.unjudged = policy.unjudged, []
+        ref = policy.ref
+        if any(not self._issuer.wrote(ref.namespace, ref.name, version) for version in unjudged):
             policy.secret_news += 1
             self.wake(policy)
 
@@ -330,7 +348,12 @@ class PolicyController(Controller[Policy]):
         if seen is not None and seen.inputs == inputs and seen.secret_news == news and now < seen.valid_until:
             return seen.condition, seen.outcome, seen.retry
         policy.credentials_seen = None  # nothing to reuse should this run raise
-        condition, outcome, retry = await self._issue(policy, spec)
+        policy.issuing = True
+        try:
+            condition, outcome, retry = await self._issue(policy, spec)
+        finally:
+            policy.issuing = False
+            self._judge_unjudged(policy)
         if outcome is not None and condition.status == "True":
             policy.credentials_seen = CredentialsSeen(
                 inputs=inputs,

@@ -229,6 +229,46 @@ def count_secret_reads(env: Env, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return reads
 
 
+def test_the_watch_bringing_a_write_back_before_the_issuer_recorded_it_is_not_news(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write returns in the issuer's thread while the watch event can already be handled on
+    the event loop: the event must wait for the run's own record, not count as someone else's."""
+    woken: list[str] = []
+    monkeypatch.setattr(env.controller, "wake", lambda entry, **_: woken.append(entry.ref.name))
+    write = env.kube.write_secret
+
+    def write_and_echo(namespace: str, **kwargs: Any) -> str:
+        version = write(namespace, **kwargs)
+        env.controller.secret_changed(namespace, "p", version)  # the watch, faster than the issuer
+        return version
+
+    monkeypatch.setattr(env.kube, "write_secret", write_and_echo)
+    reads = count_secret_reads(env, monkeypatch)
+    entry = env.observe()
+    env.run(entry)
+    assert woken == []
+    env.run(entry)
+    assert reads == []  # the second pass took the credentials as the first left them
+    # Someone else's write that arrives during a run is still news, judged when the run returns.
+    listing = env.kube.list_managed_secrets
+
+    def list_during_a_foreign_write(namespace: str, selector: str) -> list[Any]:
+        env.controller.secret_changed(namespace, "p", "99999")
+        assert woken == []  # not yet: the run might have written it
+        return listing(namespace, selector)
+
+    monkeypatch.setattr(env.kube, "list_managed_secrets", list_during_a_foreign_write)
+    env.controller.clock = lambda: NOW + CREDENTIALS_RECHECK  # the next pass runs the issuer
+    env.run(entry)
+    assert woken == ["p"]
+    monkeypatch.setattr(env.kube, "list_managed_secrets", listing)
+    env.controller.clock = lambda: NOW + CREDENTIALS_RECHECK + timedelta(seconds=1)
+    before = len(reads)
+    env.run(entry)
+    assert len(reads) > before
+
+
 def test_a_new_policy_s_first_pass_creates_its_secrets_without_reading_any(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
