@@ -90,6 +90,18 @@ class Env:
         assert entry is not None
         return entry
 
+    def restarted(self) -> PolicyController:
+        """A new operator process on the same cluster and AWS: what it knows it learns from them."""
+        return PolicyController(
+            start_workers=False,
+            kube=self.kube,  # type: ignore[arg-type]
+            connections=self.connections,
+            metrics=OperatorMetrics(),
+            clock=lambda: NOW,
+            integrity_key=IntegrityKeyHolder(KEY).require,
+            storage=self.storage,
+        )
+
     def run(self, entry: Policy) -> float:
         return asyncio.run(self.controller.run_pass(entry))
 
@@ -294,15 +306,7 @@ def test_a_policy_without_status_whose_secrets_exist_reads_them_and_keeps_its_ke
     kept = {name: dict(env.kube.secrets[(NS, name)].data) for name in names}
     events = len(env.kube.events)
     reads = count_secret_reads(env, monkeypatch)
-    restarted = PolicyController(
-        start_workers=False,
-        kube=env.kube,  # type: ignore[arg-type]
-        connections=env.connections,
-        metrics=OperatorMetrics(),
-        clock=lambda: NOW,
-        integrity_key=IntegrityKeyHolder(KEY).require,
-        storage=env.storage,
-    )
+    restarted = env.restarted()
     restarted.observe(body())  # no status
     entry = restarted.entry(NS, "p")
     assert entry is not None
@@ -329,15 +333,7 @@ def test_a_connection_that_is_not_ready_is_the_reason_for_storage_and_ready(env:
 def test_a_restart_keeps_the_stored_storage_condition_while_the_connection_warms_up(env: Env) -> None:
     env.run(env.observe())
     stored = env.status()
-    restarted = PolicyController(
-        start_workers=False,
-        kube=env.kube,  # type: ignore[arg-type]
-        connections=env.connections,
-        metrics=OperatorMetrics(),
-        clock=lambda: NOW,
-        integrity_key=IntegrityKeyHolder(KEY).require,
-        storage=env.storage,
-    )
+    restarted = env.restarted()
     restarted.observe({**body(), "status": stored})
     env.connections.warming = True
     writes = len(env.kube.writes)
