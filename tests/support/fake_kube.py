@@ -52,6 +52,8 @@ class FakeKube:
     leases: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     reachable: bool = True
     """False: every call raises, as when the apiserver is away."""
+    secret_reads: list[tuple[str, str]] = field(default_factory=list)
+    """(namespace, name) of every ``read_secret``, in order."""
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # -- status, finalizers, Events ----------------------------------------------------------------
@@ -100,6 +102,7 @@ class FakeKube:
         return stored
 
     def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        self.secret_reads.append((namespace, name))
         stored = self.secrets.get((namespace, name))
         return (
             None if stored is None else SecretData(resource_version=stored.resource_version, data=stored.data)

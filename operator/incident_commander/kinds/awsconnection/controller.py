@@ -33,6 +33,7 @@ from incident_commander.aws.spec import ConnectionSpec, parse_connection_spec
 from incident_commander.clock import Clock, system_clock
 from incident_commander.conditions import Condition, find_condition
 from incident_commander.controller import Controller, Entry
+from incident_commander.kinds.awsconnection.secret_reads import SharedSecretReads
 from incident_commander.kube_api import KubeApi, ObjectRef
 from incident_commander.metrics import OperatorMetrics
 from incident_commander.status import Assessment
@@ -121,6 +122,9 @@ class ConnectionController(Controller[Connection]):
         self._heartbeat = heartbeat
         self._probe_service = probe
         self._by_secret: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._secret_reads = SharedSecretReads(
+            lambda namespace, name: asyncio.to_thread(self.kube.read_secret, namespace, name)
+        )
         self.client_cache = ClientCache(
             client_cache,
             on_build=metrics.aws_client_builds.inc,
@@ -179,7 +183,9 @@ class ConnectionController(Controller[Connection]):
     def secret_event(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """A Secret was created, edited or deleted: re-resolve the connections reading it."""
         meta = body.get("metadata") or {}
-        for key in self._by_secret.get((str(meta.get("namespace")), str(meta.get("name"))), set()):
+        secret_key = (str(meta.get("namespace")), str(meta.get("name")))
+        self._secret_reads.changed(*secret_key)
+        for key in self._by_secret.get(secret_key, set()):
             connection = self.entry(*key)
             if connection is not None:
                 connection.secret_stale = True
@@ -271,6 +277,7 @@ class ConnectionController(Controller[Connection]):
             holders.discard(connection.key)
             if not holders:
                 self._by_secret.pop(secret_key, None)
+                self._secret_reads.forget(*secret_key)
 
     async def _round(self, connection: Connection) -> None:
         spec = connection.spec
@@ -339,26 +346,32 @@ class ConnectionController(Controller[Connection]):
         return result
 
     async def _clients(self, connection: Connection, spec: ConnectionSpec) -> ConnectionClients:
-        """Reuse the clients unless the spec or the Secret's resourceVersion changed."""
+        """Reuse the clients unless the spec or the Secret's resourceVersion changed.
+
+        ``secret_stale`` is cleared before the Secret is read, not after: a Secret event that comes
+        while the read or the build is under way sets it again, so the next pass reads the
+        Secret once more instead of keeping clients built from what it said before."""
         if connection.clients is not None and not connection.secret_stale and connection.clients.spec == spec:
             return connection.clients
+        connection.secret_stale = False
+        try:
+            return await self._rebuild(connection, spec)
+        except BaseException:
+            connection.secret_stale = True  # read again on the next pass
+            raise
+
+    async def _rebuild(self, connection: Connection, spec: ConnectionSpec) -> ConnectionClients:
         secret = None
         if spec.secret_ref is not None:
-            secret = await asyncio.to_thread(
-                self.kube.read_secret, connection.ref.namespace, spec.secret_ref.name
-            )
+            secret = await self._secret_reads.get(connection.ref.namespace, spec.secret_ref.name)
         key = (spec.fingerprint, secret.resource_version if secret else None)
         if connection.clients is not None and key == connection.clients_key:
-            connection.secret_stale = False
             return connection.clients
         keys = keys_from_secret(secret, spec.secret_ref) if spec.secret_ref is not None else None
         loop = asyncio.get_running_loop()
-        try:
-            clients = await loop.run_in_executor(
-                self.executor, ConnectionClients.build, spec, keys, self.client_cache
-            )
-        finally:
-            connection.secret_stale = False
+        clients = await loop.run_in_executor(
+            self.executor, ConnectionClients.build, spec, keys, self.client_cache
+        )
         if connection.clients is not None:
             connection.clients.close()
         connection.clients, connection.clients_key = clients, key

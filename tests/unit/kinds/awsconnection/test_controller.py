@@ -59,10 +59,10 @@ class Env:
     controller: ConnectionController
     notified: list[tuple[str, str]]
 
-    def observe(self, generation: int = 1, **spec: Any) -> Connection:
+    def observe(self, generation: int = 1, name: str = "conn", **spec: Any) -> Connection:
         self.controller.observe(
             {
-                "metadata": {"namespace": NS, "name": "conn", "uid": "uid-c", "generation": generation},
+                "metadata": {"namespace": NS, "name": name, "uid": f"uid-{name}", "generation": generation},
                 "spec": {
                     "region": "us-east-1",
                     "endpointUrl": "http://127.0.0.1:9",
@@ -72,7 +72,7 @@ class Env:
                 },
             }
         )
-        entry = self.controller.entry(NS, "conn")
+        entry = self.controller.entry(NS, name)
         assert entry is not None
         return entry
 
@@ -158,3 +158,58 @@ def test_a_new_connection_is_awaited_by_its_users_until_its_first_round(env: Env
     assert env.controller.first_probe_pending(NS, "conn")
     env.run(entry)
     assert not env.controller.first_probe_pending(NS, "conn")
+
+
+def test_connections_sharing_a_secret_read_it_once_until_it_changes(env: Env) -> None:
+    entries = [env.observe(name=f"conn-{i}") for i in range(20)]
+
+    async def first_rounds() -> None:
+        await asyncio.gather(*(env.controller.run_pass(entry) for entry in entries))
+
+    asyncio.run(first_rounds())
+    assert env.kube.secret_reads == [(NS, "keys")]
+    assert all(entry.clients is not None for entry in entries)
+
+    env.kube.put_secret(NS, "keys", {"AWS_ACCESS_KEY_ID": "AKIA2", "AWS_SECRET_ACCESS_KEY": "other"})
+    env.controller.secret_event("MODIFIED", {"metadata": {"namespace": NS, "name": "keys"}})
+    asyncio.run(first_rounds())
+    assert env.kube.secret_reads == [(NS, "keys")] * 2
+    assert len({entry.clients_key for entry in entries}) == 1
+
+
+def test_a_secret_edited_while_it_is_read_is_read_again_on_the_next_pass(env: Env) -> None:
+    """The watch can report an edit after the GET left and before the clients are built from
+    what it returned: that connection must not keep the old keys as if they were current."""
+    entry = env.observe()
+    original_read = env.kube.read_secret
+
+    def read_then_edited(namespace: str, name: str) -> Any:
+        found = original_read(namespace, name)
+        env.kube.put_secret(NS, "keys", {"AWS_ACCESS_KEY_ID": "AKIA2", "AWS_SECRET_ACCESS_KEY": "other"})
+        loop.call_soon_threadsafe(
+            env.controller.secret_event, "MODIFIED", {"metadata": {"namespace": NS, "name": "keys"}}
+        )
+        return found
+
+    env.kube.read_secret = read_then_edited  # type: ignore[method-assign]
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(env.controller.run_pass(entry))
+        first_key = entry.clients_key
+        assert entry.secret_stale, "the edit that came during the pass was forgotten"
+        env.kube.read_secret = original_read  # type: ignore[method-assign]
+        loop.run_until_complete(env.controller.run_pass(entry))
+    finally:
+        loop.close()
+    assert entry.clients_key != first_key
+    assert entry.clients_key == (entry.spec.fingerprint, env.kube.secrets[(NS, "keys")].resource_version)  # type: ignore[union-attr]
+
+
+def test_a_secret_no_connection_refers_to_is_not_held(env: Env) -> None:
+    entry = env.observe()
+    env.run(entry)
+    assert len(env.controller._secret_reads) == 1
+    env.observe(generation=2, credentials={"secretRef": {"name": "other-keys"}})
+    assert entry.spec is not None and entry.spec.secret_ref is not None
+    assert entry.spec.secret_ref.name == "other-keys"
+    assert len(env.controller._secret_reads) == 0
