@@ -148,7 +148,8 @@ bench-deps: controlplane
 	bash bench/install-wrk.sh
 
 # The cost curve: bench/reconcile_scale.py (operator against the same-work floor) at each N,
-# raw JSON in bench/results/, log-log slopes; about 20 minutes on two cores for 100, 300, 1000.
+# raw JSON in bench/results/, log-log slopes; about 26 minutes on two cores for 100, 300, 1000.
+# The committed curve also has N = 3,000 (28 minutes more): make bench-curve BENCH_COUNTS="100 300 1000 3000".
 bench-curve: bench-deps
 	$(PY) -m bench.curve $(BENCH_COUNTS)
 
