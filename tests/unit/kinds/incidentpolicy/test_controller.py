@@ -90,7 +90,7 @@ class Env:
         assert entry is not None
         return entry
 
-    def restarted(self) -> PolicyController:
+    def restarted(self, storage: FakeStorage | None = None) -> PolicyController:
         """A new operator process on the same cluster and AWS: what it knows it learns from them."""
         return PolicyController(
             start_workers=False,
@@ -99,7 +99,7 @@ class Env:
             metrics=OperatorMetrics(),
             clock=lambda: NOW,
             integrity_key=IntegrityKeyHolder(KEY).require,
-            storage=self.storage,
+            storage=self.storage if storage is None else storage,
         )
 
     def run(self, entry: Policy) -> float:
@@ -506,17 +506,6 @@ def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> 
     resource that existed before the policy stays Adopted."""
     storage = RecordingStorage(existing={f"{NS}-p-events"})
 
-    def operator() -> PolicyController:
-        return PolicyController(
-            start_workers=False,
-            kube=env.kube,  # type: ignore[arg-type]
-            connections=env.connections,
-            metrics=OperatorMetrics(),
-            clock=lambda: NOW,
-            integrity_key=IntegrityKeyHolder(KEY).require,
-            storage=storage,
-        )
-
     def run(controller: PolicyController, **changes: Any) -> None:
         controller.observe(
             {**body(**changes), "status": env.kube.statuses.get(("incidentpolicies", NS, "p"))}
@@ -525,7 +514,7 @@ def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> 
         assert entry is not None
         asyncio.run(controller.run_pass(entry))
 
-    first = operator()
+    first = env.restarted(storage)
     run(first)
     assert [(r["kind"], r["state"]) for r in env.status()["storage"]] == [
         ("DynamoDBTable", "Created"),
@@ -538,7 +527,7 @@ def test_created_storage_stays_created_across_passes_and_a_restart(env: Env) -> 
     assert first.table_created_here(NS, "p")
     asyncio.run(first.close())
 
-    restarted = operator()
+    restarted = env.restarted(storage)
     writes = len(env.kube.writes)
     run(restarted, generation=2)  # the connection is known: the storage is checked at once
     assert len(storage.ensured) == 3
